@@ -1,0 +1,1 @@
+"""Hooks: the only place that reads Airflow Connections."""

@@ -1,0 +1,1 @@
+"""Triggers for deferrable operators and sensors."""

@@ -1,0 +1,1 @@
+"""Small pure helpers with no heavy imports."""

@@ -1,0 +1,224 @@
+"""Marker-file checks, independent of any file system or of Airflow.
+
+The sensor and its trigger share this code: given marker paths, a storage backend (see
+:mod:`airflow_ml_provider.hooks.storage`) and an optional freshness bound, say which markers are
+present, missing or stale, using as few requests as possible: markers that share a parent
+directory cost one directory listing together, a lone marker one status call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_ml_provider.exceptions import HdfsAccessError, InvalidSpecError
+
+if TYPE_CHECKING:
+    from airflow_ml_provider.hooks.storage import FileInfo, StorageBackend
+
+#: URL schemes that name a path on the sensor's connection (the authority part is ignored).
+HDFS_SCHEMES = frozenset({"hdfs", "webhdfs", "swebhdfs"})
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a marker lives: ``local`` (a ``file://`` URL) or on the connection's file system."""
+
+    local: bool
+    path: str
+
+    def __str__(self) -> str:
+        return f"file://{self.path}" if self.local else self.path
+
+
+def parse_location(value: str) -> Location:
+    """Parse an absolute path or URL into a :class:`Location`.
+
+    Accepted: ``/data/x`` (the connection's file system), ``hdfs://nameservice/data/x`` (same;
+    the authority is ignored because the connection says where the NameNodes are) and
+    ``file:///data/x`` (the local disk, no connection needed).
+
+    :param value: the path or URL as given by the DAG author.
+    :raises InvalidSpecError: for relative paths, ``..`` segments or unknown schemes.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSpecError(f"Marker path {value!r} is empty; give an absolute path like '/data/2026-11-23'.")
+    text = value.strip()
+    local = False
+    if "://" in text:
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme == "file":
+            local = True
+        elif scheme not in HDFS_SCHEMES:
+            raise InvalidSpecError(
+                f"Marker path {value!r} has the unsupported scheme {parts.scheme!r}; use an absolute "
+                "path ('/data/x'), 'hdfs://nameservice/data/x' or 'file:///data/x'."
+            )
+        text = parts.path
+    if not text.startswith("/"):
+        raise InvalidSpecError(
+            f"Marker path {value!r} is not absolute; give an absolute path like '/data/2026-11-23'."
+        )
+    if ".." in text.split("/"):
+        raise InvalidSpecError(f"Marker path {value!r} contains '..'; give the normalized absolute path.")
+    normalized = posixpath.normpath(text)
+    if normalized.startswith("//"):  # POSIX keeps a leading '//'; HDFS does not
+        normalized = "/" + normalized.lstrip("/")
+    return Location(local=local, path=normalized)
+
+
+def marker_locations(paths: str | Iterable[str], marker: str | None) -> list[Location]:
+    """Turn the sensor's ``paths`` and ``marker`` into the marker files to look for.
+
+    :param paths: one path or several; each a directory that receives ``marker``, or, when
+        ``marker`` is empty, the marker file itself.
+    :param marker: file name appended to every path (``_SUCCESS``), or ``None``/``""``.
+    :raises InvalidSpecError: when nothing is given, a path is invalid or ``marker`` has a ``/``.
+    """
+    items = [paths] if isinstance(paths, str) else list(paths)
+    if not items:
+        raise InvalidSpecError("No paths to watch; give at least one, e.g. paths=['/data/2026-11-23'].")
+    if marker is not None and ("/" in marker or marker in (".", "..")):
+        raise InvalidSpecError(f"Marker name {marker!r} must be a plain file name such as '_SUCCESS'.")
+    result: list[Location] = []
+    seen: set[Location] = set()
+    for item in items:
+        loc = parse_location(item)
+        if marker:
+            loc = Location(local=loc.local, path=posixpath.join(loc.path, marker))
+        if loc not in seen:  # the same marker twice costs nothing more
+            seen.add(loc)
+            result.append(loc)
+    return result
+
+
+def parse_newer_than(value: Any) -> dt.datetime | None:
+    """Parse the sensor's ``newer_than`` into an aware UTC datetime (``None``/``""`` = no bound).
+
+    Accepts a datetime (naive values are taken as UTC) or an ISO 8601 string, as rendered from
+    ``{{ data_interval_end }}``.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as e:
+            raise InvalidSpecError(
+                f"newer_than={value!r} is not an ISO 8601 timestamp; use e.g. "
+                "'{{ data_interval_end }}' or '2026-11-23T08:00:00+00:00'."
+            ) from e
+    else:
+        raise InvalidSpecError(
+            f"newer_than must be a datetime or an ISO 8601 string, not {type(value).__name__}."
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+@dataclass
+class MarkerReport:
+    """The outcome of one check of a set of markers.
+
+    :param found: marker path -> modification time, for markers present and fresh.
+    :param missing: markers that do not exist (yet).
+    :param stale: marker path -> modification time, for markers older than ``newer_than``.
+    :param requests: how many backend calls the check made.
+    """
+
+    found: dict[str, dt.datetime] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    stale: dict[str, dt.datetime] = field(default_factory=dict)
+    requests: int = 0
+
+    @property
+    def done(self) -> bool:
+        """True when every marker is present and fresh."""
+        return not self.missing and not self.stale
+
+    def merge(self, other: MarkerReport) -> None:
+        """Add another report's results (from another backend) to this one."""
+        self.found.update(other.found)
+        self.missing.extend(other.missing)
+        self.stale.update(other.stale)
+        self.requests += other.requests
+
+    def to_xcom(self) -> list[dict[str, str]]:
+        """JSON-native list of ``{"path", "modification_time"}`` for the found markers."""
+        return [{"path": p, "modification_time": t.isoformat()} for p, t in sorted(self.found.items())]
+
+    def summary(self, limit: int = 5) -> str:
+        """One line: how many markers are found, and which are missing or stale."""
+        total = len(self.found) + len(self.missing) + len(self.stale)
+        text = f"{len(self.found)}/{total} markers present"
+        if self.missing:
+            text += f"; missing: {_head(self.missing, limit)}"
+        if self.stale:
+            stale = [f"{p} ({t.isoformat()})" for p, t in sorted(self.stale.items())]
+            text += f"; older than the freshness bound: {_head(stale, limit)}"
+        return text
+
+
+def _head(items: Sequence[str], limit: int) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def check_markers(
+    backend: StorageBackend, markers: Sequence[str], newer_than: dt.datetime | None = None
+) -> MarkerReport:
+    """Check ``markers`` (absolute paths in ``backend``) in as few requests as possible.
+
+    Markers sharing a parent directory are answered by one ``list_dir`` of that parent; a lone
+    marker by one ``stat``. A marker that is a directory raises :class:`HdfsAccessError` (it
+    will never become a marker file). Errors from the backend propagate unchanged.
+
+    :param backend: the storage backend to ask.
+    :param markers: absolute marker paths.
+    :param newer_than: markers modified before this instant count as stale, not present.
+    """
+    report = MarkerReport()
+    groups: dict[str, list[str]] = {}
+    for marker in markers:
+        groups.setdefault(posixpath.dirname(marker), []).append(marker)
+    for parent, members in groups.items():
+        infos: dict[str, FileInfo | None]
+        if len(members) == 1:
+            infos = {members[0]: backend.stat(members[0])}
+        else:
+            listing = backend.list_dir(parent)
+            infos = {m: (listing or {}).get(posixpath.basename(m)) for m in members}
+        report.requests += 1
+        for marker, info in infos.items():
+            _classify(report, backend, marker, info, newer_than)
+    return report
+
+
+def _classify(
+    report: MarkerReport,
+    backend: StorageBackend,
+    marker: str,
+    info: FileInfo | None,
+    newer_than: dt.datetime | None,
+) -> None:
+    if info is None:
+        report.missing.append(marker)
+    elif info.kind == "DIRECTORY":
+        raise HdfsAccessError(
+            f"Marker {marker!r} on the {backend.describe()} is a directory, not a file, so it can "
+            "never signal completion. Point the sensor at the directory that receives the marker "
+            "file (paths=[...]) and name the file with marker='_SUCCESS'.",
+            remote_exception="IsADirectory",
+        )
+    elif newer_than is not None and info.modification_time < newer_than:
+        report.stale[marker] = info.modification_time
+    else:
+        report.found[marker] = info.modification_time
