@@ -208,21 +208,23 @@ class WebHdfsStorage:
                 f"No active NameNode answered {op} {path!r} (tried {tried}): "
                 f"{e.exception or 'error'}: {_first_line(e.message)}"
             ) from e
+        # requests' error texts hold the full URL, query (and so a delegation token) included:
+        # the messages below carry a redacted first line and the chain is cut (``from None``).
         except requests.exceptions.SSLError as e:
             raise HdfsAccessError(
                 f"TLS verification failed for {op} {path!r} on {tried}: {_first_line(str(e))}. "
                 "Set the connection's extra 'ca_bundle' to the cluster's CA file.",
                 remote_exception="SSLError",
-            ) from e
+            ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             raise HdfsUnavailableError(
                 f"No NameNode answered {op} {path!r} (tried {tried}): {type(e).__name__}: {_first_line(str(e))}"
-            ) from e
+            ) from None
         except requests.exceptions.RequestException as e:
             raise HdfsAccessError(
                 f"Request {op} {path!r} to {tried} is malformed: {_first_line(str(e))}. "
                 "Check the connection's host and port."
-            ) from e
+            ) from None
         if response.ok:
             result: dict[str, Any] = response.json()
             return result
@@ -263,8 +265,13 @@ def _remote_exception(response: requests.Response) -> tuple[str | None, str]:
         return None, _first_line(response.text[:300]) or response.reason
 
 
+_SECRET_PARAM = re.compile(r"(delegation|token|password)=[^&\s'\"]+", re.IGNORECASE)
+
+
 def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:400] if text.strip() else ""
+    """First line of a message, shortened, with credentials in URL queries redacted."""
+    line = text.strip().splitlines()[0][:400] if text.strip() else ""
+    return _SECRET_PARAM.sub(r"\1=***", line)
 
 
 def _file_info(path: str, status: dict[str, Any]) -> FileInfo:

@@ -1,0 +1,150 @@
+"""Pure marker logic: path parsing, grouping into few requests, classification."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from airflow_ml_provider.exceptions import HdfsAccessError, InvalidSpecError
+from airflow_ml_provider.hooks.storage import FileInfo
+from airflow_ml_provider.utils.markers import (
+    Location,
+    check_markers,
+    marker_locations,
+    parse_location,
+    parse_newer_than,
+)
+
+T0 = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.timezone.utc)
+
+
+class CountingBackend:
+    """A fake storage backend over a dict of path -> FileInfo that counts calls."""
+
+    def __init__(self, files: dict[str, FileInfo]) -> None:
+        self.files = files
+        self.calls: list[tuple[str, str]] = []
+
+    def describe(self) -> str:
+        return "fake"
+
+    def stat(self, path: str) -> FileInfo | None:
+        self.calls.append(("stat", path))
+        return self.files.get(path)
+
+    def list_dir(self, path: str) -> dict[str, FileInfo] | None:
+        self.calls.append(("list", path))
+        prefix = path.rstrip("/") + "/"
+        children = {p[len(prefix):]: f for p, f in self.files.items() if p.startswith(prefix) and "/" not in p[len(prefix):]}
+        return children or None
+
+
+def _file(path: str, when: dt.datetime = T0, kind: str = "FILE") -> FileInfo:
+    return FileInfo(path=path, kind=kind, modification_time=when, size=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/data/x", Location(False, "/data/x")),
+        ("/data//x/", Location(False, "/data/x")),
+        ("hdfs://nameservice1/data/x", Location(False, "/data/x")),
+        ("webhdfs://nn:9870/data/x", Location(False, "/data/x")),
+        ("file:///tmp/lake/x", Location(True, "/tmp/lake/x")),
+        ("//data/x", Location(False, "/data/x")),
+    ],
+)
+def test_parse_location_accepts(value: str, expected: Location) -> None:
+    assert parse_location(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("data/x", "not absolute"),
+        ("", "empty"),
+        ("s3://bucket/x", "unsupported scheme 's3'"),
+        ("/data/../etc", "contains '..'"),
+    ],
+)
+def test_parse_location_rejects_with_a_fix(value: str, fragment: str) -> None:
+    with pytest.raises(InvalidSpecError, match=fragment) as info:
+        parse_location(value)
+    assert repr(value) in str(info.value) or value == ""
+
+
+def test_marker_locations_appends_marker_and_dedups() -> None:
+    locs = marker_locations(["/d/a", "/d/b", "/d/a/", "file:///l"], "_SUCCESS")
+    assert [str(x) for x in locs] == ["/d/a/_SUCCESS", "/d/b/_SUCCESS", "file:///l/_SUCCESS"]
+    assert [str(x) for x in marker_locations("/d/_DONE_FR", None)] == ["/d/_DONE_FR"]
+
+
+@pytest.mark.parametrize("marker", ["a/b", "..", "."])
+def test_marker_name_must_be_a_file_name(marker: str) -> None:
+    with pytest.raises(InvalidSpecError, match="plain file name"):
+        marker_locations(["/d"], marker)
+
+
+def test_no_paths_is_an_error() -> None:
+    with pytest.raises(InvalidSpecError, match="at least one"):
+        marker_locations([], "_SUCCESS")
+
+
+def test_parse_newer_than() -> None:
+    assert parse_newer_than(None) is None
+    assert parse_newer_than("") is None
+    assert parse_newer_than("2026-11-23T08:00:00+00:00") == T0
+    assert parse_newer_than("2026-11-23T09:00:00+01:00") == T0
+    assert parse_newer_than("2026-11-23 08:00:00") == T0  # naive = UTC
+    assert parse_newer_than(T0.replace(tzinfo=None)) == T0
+    with pytest.raises(InvalidSpecError, match="ISO 8601"):
+        parse_newer_than("next monday")
+    with pytest.raises(InvalidSpecError, match="datetime or an ISO 8601"):
+        parse_newer_than(42)
+
+
+def test_markers_under_one_parent_cost_one_listing() -> None:
+    countries = [f"C{i:02d}" for i in range(45)]
+    files = {f"/w/_SUCCESS_{c}": _file(f"/w/_SUCCESS_{c}") for c in countries}
+    backend = CountingBackend(files)
+    report = check_markers(backend, [f"/w/_SUCCESS_{c}" for c in countries])
+    assert report.done
+    assert backend.calls == [("list", "/w")]
+    assert report.requests == 1
+    assert len(report.to_xcom()) == 45
+    assert report.to_xcom()[0] == {"path": "/w/_SUCCESS_C00", "modification_time": "2026-11-23T08:00:00+00:00"}
+
+
+def test_lone_markers_use_one_stat_each_and_report_missing() -> None:
+    backend = CountingBackend({"/a/_SUCCESS": _file("/a/_SUCCESS")})
+    report = check_markers(backend, ["/a/_SUCCESS", "/b/_SUCCESS"])
+    assert backend.calls == [("stat", "/a/_SUCCESS"), ("stat", "/b/_SUCCESS")]
+    assert not report.done
+    assert report.missing == ["/b/_SUCCESS"]
+    assert "1/2 markers present; missing: /b/_SUCCESS" == report.summary()
+
+
+def test_missing_parent_means_all_its_markers_missing() -> None:
+    report = check_markers(CountingBackend({}), ["/w/_A", "/w/_B"])
+    assert report.missing == ["/w/_A", "/w/_B"]
+
+
+def test_stale_markers_do_not_count() -> None:
+    old = T0 - dt.timedelta(days=7)
+    backend = CountingBackend({"/a/_SUCCESS": _file("/a/_SUCCESS", old), "/b/_SUCCESS": _file("/b/_SUCCESS")})
+    report = check_markers(backend, ["/a/_SUCCESS", "/b/_SUCCESS"], newer_than=T0)
+    assert not report.done
+    assert report.stale == {"/a/_SUCCESS": old}
+    assert "older than the freshness bound: /a/_SUCCESS (2026-11-16T08:00:00+00:00)" in report.summary()
+
+
+def test_marker_that_is_a_directory_is_a_permanent_error() -> None:
+    backend = CountingBackend({"/a/_SUCCESS": _file("/a/_SUCCESS", kind="DIRECTORY")})
+    with pytest.raises(HdfsAccessError, match=r"'/a/_SUCCESS' on the fake is a directory"):
+        check_markers(backend, ["/a/_SUCCESS"])
+
+
+def test_summary_truncates_long_lists() -> None:
+    report = check_markers(CountingBackend({}), [f"/p{i}/_SUCCESS" for i in range(9)])
+    assert report.summary().endswith("(+4 more)")
