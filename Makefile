@@ -1,0 +1,43 @@
+# airflow-ml-provider developer entry points. `make test` works on a fresh machine of ours:
+# it installs system packages, builds the venv, starts the services the tests need (from the
+# test fixtures), and runs ruff, mypy and pytest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test unit integration lint system venv bench clean-testbed
+
+test: system venv lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: system venv
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Debian packages: Jersey 1 for the HDFS test bed's WebHDFS, krb5 headers for Kerberos extras.
+system:
+	bash scripts/system_deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/check_pyspark.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,kerberos,dev]'
+	$(PY) scripts/check_pyspark.py --fix
+	touch $(STAMP)
+
+bench: system venv
+	$(PY) -m bench
+
+clean-testbed:
+	rm -rf .testbed

@@ -1,0 +1,97 @@
+"""A tiny HTTP reverse proxy on 127.0.0.1 that forwards to one upstream and counts requests.
+
+Used to count the WebHDFS requests a sensor makes per poke, on a real NameNode: point the
+connection at the proxy instead of the NameNode. Each request is recorded as
+``(method, op, path)``, where ``op`` is the WebHDFS ``op=`` query parameter.
+Redirects (e.g. to a DataNode) are passed through untouched, not followed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from urllib.parse import parse_qs, urlsplit
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+class CountingProxy:
+    """Forward every request to ``upstream`` (``http://host:port``) and record it.
+
+    :param upstream: base URL of the server to forward to.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.requests: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                split = urlsplit(self.path)
+                op = (parse_qs(split.query).get("op") or [""])[0].upper()
+                with proxy._lock:
+                    proxy.requests.append((self.command, op, split.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status, resp.reason)
+                for key, value in resp.getheaders():
+                    if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="counting-proxy", daemon=True)
+
+    def start(self) -> CountingProxy:
+        """Start serving in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        """Forget the requests recorded so far."""
+        with self._lock:
+            self.requests.clear()
+
+    def counts(self) -> Counter[str]:
+        """Number of requests per WebHDFS operation."""
+        with self._lock:
+            return Counter(op for _, op, _ in self.requests)
+
+    def __enter__(self) -> CountingProxy:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,78 @@
+"""Real services for integration tests: HDFS (single and HA), each started once per session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import TESTBED, service_unavailable
+from tests.infra.counting_proxy import CountingProxy
+
+
+def _start(kind: str) -> Any:
+    try:
+        from tests.infra import hdfs as bed
+
+        base = TESTBED / f"hdfs-{kind}"
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(parents=True)
+        return bed.start_single(base) if kind == "single" else bed.start_ha(base)
+    except Exception as e:  # any failure to start is "service unavailable"
+        service_unavailable(f"could not start the {kind} HDFS test bed: {type(e).__name__}: {e}")
+
+
+@pytest.fixture(scope="session")
+def hdfs() -> Iterator[Any]:
+    """A real single-NameNode HDFS with WebHDFS on 127.0.0.1."""
+    cluster = _start("single")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def hdfs_ha() -> Iterator[Any]:
+    """A real HA pair (nn1 active, nn2 standby) sharing one DataNode."""
+    cluster = _start("ha")
+    yield cluster
+    cluster.stop()
+
+
+def admin_client(cluster: Any, url: str | None = None) -> Any:
+    """HdfsCLI client as the HDFS superuser, to prepare fixtures."""
+    from hdfs import InsecureClient
+
+    return InsecureClient(url or ";".join(cluster.namenode_urls), user=cluster.superuser, timeout=30)
+
+
+@pytest.fixture
+def hdfs_dir(hdfs: Any) -> Iterator[str]:
+    """A fresh directory on the single-NameNode HDFS, removed afterwards."""
+    path = f"/t/{uuid.uuid4().hex[:10]}"
+    client = admin_client(hdfs)
+    client.makedirs(path, permission="755")
+    yield path
+    client.delete(path, recursive=True)
+
+
+def set_hdfs_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, hosts: list[str], **extra: Any) -> None:
+    """Define an ml_hdfs connection through the AIRFLOW_CONN_<ID> environment variable."""
+    user = extra.pop("user", "etl")
+    body = {
+        "conn_type": "ml_hdfs",
+        "host": ",".join(h.removeprefix("http://") for h in hosts),
+        "login": user,
+        "extra": {"timeout": 5, **extra},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))
+
+
+@pytest.fixture
+def proxy(hdfs: Any) -> Iterator[CountingProxy]:
+    """A request-counting proxy in front of the single NameNode."""
+    with CountingProxy(hdfs.namenode_urls[0]) as p:
+        yield p
