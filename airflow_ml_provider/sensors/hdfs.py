@@ -17,13 +17,16 @@ from airflow_ml_provider.exceptions import (
     HdfsUnavailableError,
     MlProviderError,
 )
-from airflow_ml_provider.hooks.webhdfs import DEFAULT_CONN_ID, HdfsHook
-from airflow_ml_provider.triggers.hdfs import HdfsMarkersTrigger
 from airflow_ml_provider.utils.compat import default_deferrable
 from airflow_ml_provider.utils.markers import Location, marker_locations, parse_newer_than
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_ml_provider.hooks.webhdfs import HdfsHook
+
+#: Same as ``HdfsHook.default_conn_name``; a literal so DAG files need not import the hook module.
+DEFAULT_CONN_ID = "ml_hdfs_default"
 
 #: Errors that mean "this will never succeed": they fail the task at once, even with soft_fail.
 _PERMANENT = (HdfsAccessError, ConnectionConfigError)
@@ -97,6 +100,8 @@ class HdfsSuccessSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> HdfsHook:
         """The hook, built on first use (never at DAG parse time)."""
+        from airflow_ml_provider.hooks.webhdfs import HdfsHook
+
         return HdfsHook(self.hdfs_conn_id)
 
     def _locations(self) -> list[Location]:
@@ -135,6 +140,8 @@ class HdfsSuccessSensor(BaseSensorOperator):
             raise skip.__cause__
 
     def _execute_deferrable(self, context: Context) -> Any:
+        from airflow_ml_provider.triggers.hdfs import HdfsMarkersTrigger
+
         result = self.poke(context)
         if isinstance(result, PokeReturnValue) and result.is_done:
             return result.xcom_value

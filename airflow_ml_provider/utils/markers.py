@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from airflow_ml_provider.exceptions import HdfsAccessError, InvalidSpecError
@@ -24,9 +23,12 @@ if TYPE_CHECKING:
 HDFS_SCHEMES = frozenset({"hdfs", "webhdfs", "swebhdfs"})
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where a marker lives: ``local`` (a ``file://`` URL) or on the connection's file system."""
+class Location(NamedTuple):
+    """Where a marker lives: ``local`` (a ``file://`` URL) or on the connection's file system.
+
+    (A NamedTuple rather than a dataclass: this module is imported by DAG files, and building
+    dataclasses costs import time.)
+    """
 
     local: bool
     path: str
@@ -124,7 +126,6 @@ def parse_newer_than(value: Any) -> dt.datetime | None:
     return parsed.astimezone(dt.timezone.utc)
 
 
-@dataclass
 class MarkerReport:
     """The outcome of one check of a set of markers.
 
@@ -134,10 +135,20 @@ class MarkerReport:
     :param requests: how many backend calls the check made.
     """
 
-    found: dict[str, dt.datetime] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    stale: dict[str, dt.datetime] = field(default_factory=dict)
-    requests: int = 0
+    def __init__(
+        self,
+        found: dict[str, dt.datetime] | None = None,
+        missing: list[str] | None = None,
+        stale: dict[str, dt.datetime] | None = None,
+        requests: int = 0,
+    ) -> None:
+        self.found = dict(found or {})
+        self.missing = list(missing or [])
+        self.stale = dict(stale or {})
+        self.requests = requests
+
+    def __repr__(self) -> str:
+        return f"MarkerReport({self.summary()}, requests={self.requests})"
 
     @property
     def done(self) -> bool:

@@ -27,6 +27,13 @@ def test_template_fields_and_defaults() -> None:
     assert s.deferrable is False and s.marker == "_SUCCESS" and s.hdfs_conn_id == "ml_hdfs_default"
 
 
+def test_default_conn_id_matches_the_hook() -> None:
+    from airflow_ml_provider.hooks.webhdfs import HdfsHook
+    from airflow_ml_provider.sensors.hdfs import DEFAULT_CONN_ID
+
+    assert DEFAULT_CONN_ID == HdfsHook.default_conn_name
+
+
 def test_keyword_only() -> None:
     with pytest.raises(TypeError):
         HdfsSuccessSensor("wait", "/d")  # type: ignore[misc]

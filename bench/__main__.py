@@ -1,0 +1,36 @@
+"""`make bench`: every benchmark, each against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+from bench import imports, requests_per_poke, slot_seconds
+from bench.common import Row, table
+from tests.conftest import TESTBED
+
+
+def main() -> int:
+    """Run all benchmarks on real services started here, print one table."""
+    from tests.infra import hdfs as hdfs_bed
+
+    rows: list[Row] = []
+    rows += imports.run()
+    print(table(rows), flush=True)
+    base = TESTBED / "bench"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    cluster = hdfs_bed.start_single(base / "hdfs")
+    try:
+        rows += requests_per_poke.run(cluster)
+        print(table(rows[-1:]), flush=True)
+        rows += slot_seconds.run(cluster, base / "airflow")
+    finally:
+        cluster.stop()
+    print("\n## airflow-ml-provider benchmarks (lower ratio is better)\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
