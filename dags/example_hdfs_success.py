@@ -60,4 +60,4 @@ def example_hdfs_success() -> None:
     summarize(wait.output)
 
 
-example_hdfs_success()
+example_dag = example_hdfs_success()

@@ -108,7 +108,10 @@ def ensure_sdist(cache_dir: Path = CACHE_DIR) -> Path:
     with tempfile.TemporaryDirectory(prefix=".pyspark-dl-", dir=downloads) as tmp:
         constraint = Path(tmp) / "constraints.txt"
         constraint.write_text("pypandoc<1.8\n")
-        env = dict(os.environ, PIP_CONSTRAINT=str(constraint))
+        # The sdist's setup.py calls pypandoc.convert (gone in 1.8) while pip prepares its
+        # metadata. pip < 25.3 applies PIP_CONSTRAINT to build environments; newer pips
+        # need PIP_BUILD_CONSTRAINT (older ones ignore it).
+        env = dict(os.environ, PIP_CONSTRAINT=str(constraint), PIP_BUILD_CONSTRAINT=str(constraint))
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
             "--disable-pip-version-check", "-q", "-d", tmp, f"pyspark=={PYSPARK_VERSION}",
@@ -169,6 +172,9 @@ def ensure_hadoop(cache_dir: Path = CACHE_DIR) -> Path:
     with _locked(cache_dir):
         if (home / MARKER).is_file():
             return home
+        # leftovers of runs killed mid-way (we hold the lock: nobody else is writing)
+        for junk in [*cache_dir.glob(f".{home.name}-*"), *cache_dir.glob("downloads/.pyspark-dl-*")]:
+            shutil.rmtree(junk, ignore_errors=True)
         sdist = ensure_sdist(cache_dir)
         try:
             _extract(sdist, home)
@@ -197,9 +203,7 @@ def classpath(conf_dir: Path | None = None, cache_dir: Path = CACHE_DIR) -> str:
     home = ensure_hadoop(cache_dir)
     missing = missing_system_jars()
     if missing:
-        raise HadoopDistError(
-            f"missing {', '.join(map(str, missing))}: run `bash scripts/system_deps.sh`"
-        )
+        raise HadoopDistError(f"missing {', '.join(map(str, missing))}: run `bash scripts/system_deps.sh`")
     entries: list[str] = []
     if conf_dir is not None:
         entries.append(str(conf_dir))

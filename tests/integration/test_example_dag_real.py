@@ -22,8 +22,8 @@ import datetime as dt, json, sys
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 sys.path.insert(0, sys.argv[1])
-from dags.example_hdfs_success import example_hdfs_success
-dag = example_hdfs_success
+from dags.example_hdfs_success import example_dag
+dag = example_dag
 dr = dag.test(logical_date=dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc), run_conf=json.loads(sys.argv[2]))
 with create_session() as session:
     rows = session.query(XComModel).filter(XComModel.dag_id == dag.dag_id, XComModel.run_id == dr.run_id).all()

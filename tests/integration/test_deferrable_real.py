@@ -1,0 +1,122 @@
+"""The deferrable sensor in a real Airflow (scheduler, triggerer, dag-processor, api-server)
+against a real HDFS: deferred while waiting, resumed with its XCom, refusals fail without
+retries even with soft_fail, timeouts skip with soft_fail, and a token never reaches the logs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import TESTBED, service_unavailable
+from tests.integration.conftest import admin_client
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "tok-" + uuid.uuid4().hex  # a "delegation token" that must never be shown
+
+DAGS = textwrap.dedent(
+    """
+    import datetime as dt
+    from airflow.sdk import dag
+    from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
+
+    def make(dag_id, **kw):
+        @dag(dag_id=dag_id, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False,
+             params={"paths": ["/none"]}, render_template_as_native_obj=True)
+        def _d():
+            HdfsSuccessSensor(task_id="wait", paths="{{ params.paths }}", deferrable=True, poke_interval=1, **kw)
+        return _d()
+
+    make("defer_ok", timeout=120)
+    make("defer_denied", timeout=120, retries=2, soft_fail=True)
+    make("defer_timeout", timeout=4, soft_fail=True)
+    make("defer_token", timeout=120, retries=1, hdfs_conn_id="hdfs_token")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def bed(hdfs: Any) -> Iterator[Any]:
+    try:
+        from tests.infra.airflow_bed import AirflowBed
+    except ImportError as e:
+        service_unavailable(f"Airflow test bed missing: {e}")
+    base = TESTBED / "airflow-deferrable"
+    shutil.rmtree(base, ignore_errors=True)
+    dags = base / "dags"
+    dags.mkdir(parents=True)
+    (dags / "deferrable_dags.py").write_text(DAGS)
+    host = ",".join(u.removeprefix("http://") for u in hdfs.namenode_urls)
+    env = {
+        "AIRFLOW_CONN_ML_HDFS_DEFAULT": json.dumps({"conn_type": "ml_hdfs", "host": host, "login": "etl"}),
+        "AIRFLOW_CONN_HDFS_TOKEN": json.dumps(
+            {"conn_type": "ml_hdfs", "host": host, "password": TOKEN, "extra": {"auth": "token"}}
+        ),
+    }
+    airflow = AirflowBed(base / "home", dags, env=env)
+    try:
+        airflow.start()
+    except Exception as e:
+        airflow.stop()
+        service_unavailable(f"could not start Airflow: {type(e).__name__}: {e}")
+    yield airflow
+    airflow.stop()
+
+
+def trigger(bed: Any, dag_id: str, paths: list[str]) -> str:
+    bed.wait_for_dag(dag_id)
+    run_id: str = bed.trigger(dag_id, conf={"paths": paths})
+    return run_id
+
+
+def test_waits_deferred_then_succeeds_with_xcom(bed: Any, hdfs: Any, hdfs_dir: str) -> None:
+    paths = [f"{hdfs_dir}/country=FR", f"{hdfs_dir}/country=DE"]
+    run_id = trigger(bed, "defer_ok", paths)
+    bed.wait_for_task_state("defer_ok", run_id, "wait", {"deferred"}, timeout=120)
+    client = admin_client(hdfs)
+    for p in paths:
+        client.write(f"{p}/_SUCCESS", data=b"")
+    assert bed.wait_for_run("defer_ok", run_id, timeout=120) == "success"
+    xcom = bed.api("GET", f"/api/v2/dags/defer_ok/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value")
+    value = xcom["value"]
+    markers = json.loads(value) if isinstance(value, str) else value
+    assert sorted(m["path"] for m in markers) == sorted(f"{p}/_SUCCESS" for p in paths)
+
+
+def test_permission_denied_while_deferred_fails_without_retry_despite_soft_fail(
+    bed: Any, hdfs: Any, hdfs_dir: str
+) -> None:
+    secure = f"{hdfs_dir}/secure"
+    run_id = trigger(bed, "defer_denied", [f"{secure}/p"])
+    bed.wait_for_task_state("defer_denied", run_id, "wait", {"deferred"}, timeout=120)
+    client = admin_client(hdfs)
+    client.makedirs(secure, permission="700")  # now the trigger's next check is refused
+    assert bed.wait_for_run("defer_denied", run_id, timeout=120) == "failed"
+    ti = bed.api("GET", f"/api/v2/dags/defer_denied/dagRuns/{run_id}/taskInstances/wait")
+    assert ti["state"] == "failed" and ti["try_number"] == 1  # retries=2 not used, soft_fail did not skip
+    log = bed.task_log("defer_denied", run_id, "wait")
+    assert "AccessControlException" in log and secure in log
+
+
+def test_timeout_with_soft_fail_is_skipped(bed: Any, hdfs_dir: str) -> None:
+    run_id = trigger(bed, "defer_timeout", [f"{hdfs_dir}/never"])
+    bed.wait_for_run("defer_timeout", run_id, timeout=120)
+    assert bed.task_state("defer_timeout", run_id, "wait") == "skipped"
+
+
+def test_token_never_appears_in_logs_xcom_or_errors(bed: Any, hdfs: Any, hdfs_dir: str) -> None:
+    """On this cluster a delegation token is refused; the refusal must not echo it anywhere."""
+    run_id = trigger(bed, "defer_token", [f"{hdfs_dir}/tok"])
+    state = bed.wait_for_run("defer_token", run_id, timeout=120)
+    log = "\n".join(bed.task_log("defer_token", run_id, "wait", try_number=t) for t in (1, 2) if t == 1 or state)
+    assert TOKEN not in log
+    rendered = bed.api("GET", f"/api/v2/dags/defer_token/dagRuns/{run_id}/taskInstances/wait")
+    assert TOKEN not in json.dumps(rendered)
+    for path in (TESTBED / "airflow-deferrable" / "home").rglob("*.log"):
+        assert TOKEN not in path.read_text(errors="replace"), path
