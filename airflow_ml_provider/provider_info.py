@@ -83,12 +83,8 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "sensors": [
-            {"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.sensors.hdfs"]}
-        ],
-        "triggers": [
-            {"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.triggers.hdfs"]}
-        ],
+        "sensors": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.sensors.hdfs"]}],
+        "triggers": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.triggers.hdfs"]}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_ml_provider.hooks.webhdfs.HdfsHook",

@@ -9,7 +9,11 @@ import sys
 from bench.common import Row
 
 SENSOR = ("airflow_ml_provider.sensors.hdfs",)
-ALL_OURS = ("airflow_ml_provider.sensors.hdfs", "airflow_ml_provider.triggers.hdfs", "airflow_ml_provider.hooks.webhdfs")
+ALL_OURS = (
+    "airflow_ml_provider.sensors.hdfs",
+    "airflow_ml_provider.triggers.hdfs",
+    "airflow_ml_provider.hooks.webhdfs",
+)
 STOCK = ("airflow.providers.apache.hdfs.sensors.web_hdfs",)
 STOCK_ALL = ("airflow.providers.apache.hdfs.sensors.web_hdfs", "airflow.providers.apache.hdfs.hooks.webhdfs")
 
@@ -39,8 +43,20 @@ def run(repeats: int = 11) -> list[Row]:
 
     note = f"median of {repeats} fresh interpreters each"
     return [
-        Row("import cost a DAG file pays on top of airflow.sdk (sensor module)", ms(SENSOR), ms(STOCK), "ms",
-            "apache-hdfs WebHdfsSensor module", note),
-        Row("import cost of all our HDFS modules (sensor+trigger+hook)", ms(ALL_OURS), ms(STOCK_ALL), "ms",
-            "apache-hdfs sensor+hook modules (hook pulls hdfs, requests)", note),
+        Row(
+            "import cost a DAG file pays on top of airflow.sdk (sensor module)",
+            ms(SENSOR),
+            ms(STOCK),
+            "ms",
+            "apache-hdfs WebHdfsSensor module",
+            note,
+        ),
+        Row(
+            "import cost of all our HDFS modules (sensor+trigger+hook)",
+            ms(ALL_OURS),
+            ms(STOCK_ALL),
+            "ms",
+            "apache-hdfs sensor+hook modules (hook pulls hdfs, requests)",
+            note,
+        ),
     ]

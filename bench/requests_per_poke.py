@@ -38,14 +38,16 @@ def run(cluster: Any) -> list[Row]:
         )
         ours = HdfsSuccessSensor(task_id="ours", paths=markers, marker=None, hdfs_conn_id="bench_ml")
         proxy.reset()
-        assert ours.poke({})  # type: ignore[arg-type]
+        assert ours.poke({})
         ours_count = len(proxy.requests)
 
         from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
 
-        stock = [WebHdfsSensor(task_id=f"s{i}", filepath=m, webhdfs_conn_id="bench_stock") for i, m in enumerate(markers)]
+        stock = [
+            WebHdfsSensor(task_id=f"s{i}", filepath=m, webhdfs_conn_id="bench_stock") for i, m in enumerate(markers)
+        ]
         proxy.reset()
-        assert all(s.poke({}) for s in stock)  # type: ignore[arg-type]
+        assert all(s.poke({}) for s in stock)
         stock_count = len(proxy.requests)
         stock_ops = dict(proxy.counts())
     return [

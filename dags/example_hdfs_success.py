@@ -44,7 +44,8 @@ def example_hdfs_success() -> None:
     """Wait for every country's partition of the week, then summarize."""
     wait = HdfsSuccessSensor(
         task_id="wait_for_week",
-        paths="{{ partition_paths(params.base_path, (data_interval_end or dag_run.run_after) | ds, params.countries) }}",
+        paths="{{ partition_paths(params.base_path, (data_interval_end or dag_run.run_after) | ds, "
+        "params.countries) }}",
         newer_than="{{ params.fresh_since or None }}",
         deferrable=True,
         poke_interval=60,
@@ -57,7 +58,7 @@ def example_hdfs_success() -> None:
             print(f"{m['path']} written at {m['modification_time']}")
         return len(markers)
 
-    summarize(wait.output)
+    summarize(wait.output)  # type: ignore[arg-type]  # an XComArg, resolved to the list at run time
 
 
 example_dag = example_hdfs_success()

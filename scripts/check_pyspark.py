@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 
 def versions() -> dict[str, str | None]:
@@ -61,7 +59,16 @@ def main() -> int:
     if not args.fix or not found["dist"]:
         return 1
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", f"pyspark=={found['dist']}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--force-reinstall",
+            "--no-deps",
+            f"pyspark=={found['dist']}",
+        ],
         check=True,
     )
     found = versions()

@@ -228,7 +228,8 @@ class WebHdfsStorage:
         if response.ok:
             result: dict[str, Any] = response.json()
             return result
-        return self._refusal(op, path, response)
+        self._refusal(op, path, response)  # returns only for "not found"
+        return None
 
     def _refusal(self, op: str, path: str, response: requests.Response) -> None:
         namenode = _origin(response.url)
@@ -248,7 +249,10 @@ class WebHdfsStorage:
                 "and its parents, or use another user."
             )
         elif response.status_code == 404:
-            hint = "The URL did not reach WebHDFS; check that the connection's host and port are the NameNode's HTTP address."
+            hint = (
+                "The URL did not reach WebHDFS; check that the connection's host and port are "
+                "the NameNode's HTTP address."
+            )
         else:
             hint = "The NameNode rejected the request."
         raise HdfsAccessError(
@@ -395,7 +399,7 @@ class HdfsHook(BaseHook):
                     answers.append(f"{url}: unavailable ({e})")
             ok = any(a.endswith(": active") for a in answers)
             return ok, "; ".join(answers)
-        except Exception as e:  # test_connection reports, it does not raise
+        except Exception as e:  # noqa: BLE001  # test_connection reports, it does not raise
             return False, str(e)
 
     @classmethod

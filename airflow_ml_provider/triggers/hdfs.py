@@ -88,18 +88,14 @@ class HdfsMarkersTrigger(BaseTrigger):
             except MlProviderError as e:
                 yield TriggerEvent({"status": "error", "kind": "access", "message": str(e)})
                 return
-            except Exception as e:  # report and stop, never loop on a bug
-                yield TriggerEvent(
-                    {"status": "error", "kind": "unexpected", "message": f"{type(e).__name__}: {e}"}
-                )
+            except Exception as e:  # noqa: BLE001  # report and stop, never loop on a bug
+                yield TriggerEvent({"status": "error", "kind": "unexpected", "message": f"{type(e).__name__}: {e}"})
                 return
             else:
                 last_error = None
                 progress = report.summary()
                 if report.done:
-                    yield TriggerEvent(
-                        {"status": "success", "markers": report.to_xcom(), "message": progress}
-                    )
+                    yield TriggerEvent({"status": "success", "markers": report.to_xcom(), "message": progress})
                     return
                 self.log.info("Waiting for markers: %s", progress)
             now = time.time()

@@ -5,7 +5,7 @@ from __future__ import annotations
 try:  # Airflow >= 3.2
     from airflow.sdk import conf
 except ImportError:  # pragma: no cover - Airflow 3.1
-    from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.configuration import conf  # type: ignore[assignment,no-redef,unused-ignore]
 
 
 def default_deferrable() -> bool:

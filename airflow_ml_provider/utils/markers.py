@@ -63,9 +63,7 @@ def parse_location(value: str) -> Location:
             )
         text = parts.path
     if not text.startswith("/"):
-        raise InvalidSpecError(
-            f"Marker path {value!r} is not absolute; give an absolute path like '/data/2026-11-23'."
-        )
+        raise InvalidSpecError(f"Marker path {value!r} is not absolute; give an absolute path like '/data/2026-11-23'.")
     if ".." in text.split("/"):
         raise InvalidSpecError(f"Marker path {value!r} contains '..'; give the normalized absolute path.")
     normalized = posixpath.normpath(text)
@@ -118,9 +116,7 @@ def parse_newer_than(value: Any) -> dt.datetime | None:
                 "'{{ data_interval_end }}' or '2026-11-23T08:00:00+00:00'."
             ) from e
     else:
-        raise InvalidSpecError(
-            f"newer_than must be a datetime or an ISO 8601 string, not {type(value).__name__}."
-        )
+        raise InvalidSpecError(f"newer_than must be a datetime or an ISO 8601 string, not {type(value).__name__}.")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.astimezone(dt.timezone.utc)

@@ -34,11 +34,15 @@ print("RESULT " + json.dumps({"state": str(dr.state), "xcoms": xcoms}, default=s
 
 def run_dag_test(env: dict[str, str], conf: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(ROOT), json.dumps(conf)], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", RUNNER, str(ROOT), json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stdout[-4000:] + done.stderr[-4000:]
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
     return result
 
 
@@ -52,16 +56,26 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory, hdfs: Any) -> dict[str
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW_CONN_ML_HDFS_DEFAULT": json.dumps(
-            {"conn_type": "ml_hdfs", "host": ",".join(u.removeprefix("http://") for u in hdfs.namenode_urls),
-             "login": "etl", "extra": {"timeout": 5}}
+            {
+                "conn_type": "ml_hdfs",
+                "host": ",".join(u.removeprefix("http://") for u in hdfs.namenode_urls),
+                "login": "etl",
+                "extra": {"timeout": 5},
+            }
         ),
     }
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return env
 
 
-def test_example_dag_waits_for_all_countries_on_real_hdfs(airflow_env: dict[str, str], hdfs: Any, hdfs_dir: str) -> None:
+def test_example_dag_waits_for_all_countries_on_real_hdfs(
+    airflow_env: dict[str, str], hdfs: Any, hdfs_dir: str
+) -> None:
     countries = ["DE", "FR", "PL"]
     client = admin_client(hdfs)
     for c in countries:

@@ -90,7 +90,8 @@ def test_permission_denied_fails_at_once(hdfs: Any, hdfs_dir: str, conn: None, n
         sensor(paths=paths, marker="_SUCCESS" if n_markers == 1 else None, timeout=60, soft_fail=True).execute(CTX)
     assert time.monotonic() - started < 10  # at once, not at the 60 s timeout
     message = str(info.value)
-    assert "AccessControlException" in message and "Permission denied" in message
+    assert "AccessControlException" in message
+    assert "Permission denied" in message
     assert hdfs.namenode_urls[0] in message
     assert secure in message
     assert info.value.remote_exception == "AccessControlException"
@@ -105,13 +106,16 @@ def test_marker_that_is_a_directory_fails_at_once(hdfs: Any, hdfs_dir: str, conn
 def test_watched_path_that_is_a_file_fails_at_once(hdfs: Any, hdfs_dir: str, conn: None) -> None:
     touch(hdfs, f"{hdfs_dir}/part-0000.parquet")
     with pytest.raises(HdfsAccessError, match="is a file, not a directory"):
-        sensor(paths=[f"{hdfs_dir}/part-0000.parquet/_A", f"{hdfs_dir}/part-0000.parquet/_B"], marker=None,
-               timeout=60).execute(CTX)
+        sensor(
+            paths=[f"{hdfs_dir}/part-0000.parquet/_A", f"{hdfs_dir}/part-0000.parquet/_B"],
+            marker=None,
+            timeout=60,
+        ).execute(CTX)
 
 
 def test_malformed_namenode_url_fails_at_once(monkeypatch: pytest.MonkeyPatch, hdfs_dir: str) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_HDFS_BAD", '{"conn_type": "ml_hdfs", "host": "http://nn1:notaport"}')
-    with pytest.raises(ConnectionConfigError, match="'hdfs_bad'.*invalid port"):
+    with pytest.raises(ConnectionConfigError, match=r"'hdfs_bad'.*invalid port"):
         sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_bad", timeout=60).execute(CTX)
 
 
@@ -121,11 +125,17 @@ def test_no_namenode_answering_pokes_again_and_times_out_clearly(monkeypatch: py
     pokes: list[Any] = []
     s = sensor(paths="/data/x", hdfs_conn_id="hdfs_dead", timeout=1.5, poke_interval=0.3)
     original = s.poke
-    s.poke = lambda ctx: pokes.append(1) or original(ctx)  # type: ignore[method-assign]
+
+    def counted_poke(context: Any) -> Any:
+        pokes.append(1)
+        return original(context)
+
+    monkeypatch.setattr(s, "poke", counted_poke)
     with pytest.raises(AirflowSensorTimeout) as info:
         s.execute(CTX)
     assert len(pokes) >= 2
-    assert "No NameNode answered" in str(info.value) and dead.removeprefix("http://") in str(info.value)
+    assert "No NameNode answered" in str(info.value)
+    assert dead.removeprefix("http://") in str(info.value)
 
 
 def test_soft_fail_skips_only_on_timeout(hdfs: Any, hdfs_dir: str, conn: None) -> None:
@@ -140,7 +150,11 @@ def test_45_markers_under_one_directory_cost_one_liststatus_per_poke(
     for c in countries[:-1]:
         touch(hdfs, f"{hdfs_dir}/markers/_SUCCESS_{c}")
     set_hdfs_conn(monkeypatch, "hdfs_counted", [proxy.url])
-    s = sensor(paths=[f"{hdfs_dir}/markers/_SUCCESS_{c}" for c in countries], marker=None, hdfs_conn_id="hdfs_counted")
+    s = sensor(
+        paths=[f"{hdfs_dir}/markers/_SUCCESS_{c}" for c in countries],
+        marker=None,
+        hdfs_conn_id="hdfs_counted",
+    )
     proxy.reset()
     assert s.poke(CTX) is False  # one missing
     assert proxy.counts() == {"LISTSTATUS": 1}

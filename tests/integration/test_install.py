@@ -40,13 +40,15 @@ def airflow(env: dict[str, str], *args: str) -> str:
 def test_providers_list_shows_the_package(airflow_env: dict[str, str]) -> None:
     rows = json.loads(airflow(airflow_env, "providers", "list", "-o", "json"))
     ours = [r for r in rows if r["package_name"] == "airflow-ml-provider"]
-    assert ours and ours[0]["version"] == "0.1.0"
+    assert ours
+    assert ours[0]["version"] == "0.1.0"
 
 
 def test_connection_type_is_known_with_its_form(airflow_env: dict[str, str]) -> None:
     hooks = json.loads(airflow(airflow_env, "providers", "hooks", "-o", "json"))
     ml = [h for h in hooks if h.get("connection_type") == "ml_hdfs"]
-    assert ml and ml[0]["class"] == "airflow_ml_provider.hooks.webhdfs.HdfsHook"
+    assert ml
+    assert ml[0]["class"] == "airflow_ml_provider.hooks.webhdfs.HdfsHook"
     behaviours = json.loads(airflow(airflow_env, "providers", "behaviours", "-o", "json"))
     assert {"field_behaviours": "ml_hdfs"} in behaviours
     widgets = json.loads(airflow(airflow_env, "providers", "widgets", "-o", "json"))
@@ -58,7 +60,16 @@ def test_connection_type_is_known_with_its_form(airflow_env: dict[str, str]) -> 
 
 def test_connection_of_our_type_can_be_created_and_tested(airflow_env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "lake").mkdir()
-    airflow(airflow_env, "connections", "add", "lake_it", "--conn-type", "ml_hdfs", "--conn-host", f"file://{tmp_path}/lake")
+    airflow(
+        airflow_env,
+        "connections",
+        "add",
+        "lake_it",
+        "--conn-type",
+        "ml_hdfs",
+        "--conn-host",
+        f"file://{tmp_path}/lake",
+    )
     shown = json.loads(airflow(airflow_env, "connections", "get", "lake_it", "-o", "json"))
     assert shown[0]["conn_type"] == "ml_hdfs"
     out = airflow(airflow_env, "connections", "test", "lake_it")
@@ -67,9 +78,7 @@ def test_connection_of_our_type_can_be_created_and_tested(airflow_env: dict[str,
 
 def test_pyspark_is_one_consistent_release() -> None:
     """Distribution, module and JVM jars agree, and a real local Spark session reports it."""
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "check_pyspark.py")], capture_output=True, text=True
-    )
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_pyspark.py")], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     code = (
         "import pyspark\n"
@@ -82,4 +91,5 @@ def test_pyspark_is_one_consistent_release() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     module_version, jvm_version, count = out.stdout.strip().splitlines()[-1].split()
-    assert module_version == jvm_version and count == "5"
+    assert module_version == jvm_version
+    assert count == "5"

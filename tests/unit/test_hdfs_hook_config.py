@@ -25,7 +25,11 @@ def test_single_host_defaults() -> None:
 
 def test_ha_hosts_ports_and_tls() -> None:
     c = HdfsConfig.from_connection(
-        conn(host="nn1.corp,nn2.corp:9871;https://nn3.corp:50470", port=9999, extra={"use_ssl": "true", "timeout": 5})
+        conn(
+            host="nn1.corp,nn2.corp:9871;https://nn3.corp:50470",
+            port=9999,
+            extra={"use_ssl": "true", "timeout": 5},
+        )
     )
     assert c.namenodes == ("https://nn1.corp:9999", "https://nn2.corp:9871", "https://nn3.corp:50470")
     assert c.timeout == 5.0
@@ -44,7 +48,8 @@ def test_token_is_kept_out_of_repr() -> None:
 
 def test_local_root() -> None:
     c = HdfsConfig.from_connection(conn(host="file:///tmp/lake"))
-    assert c.local_root == "/tmp/lake" and c.namenodes == ()
+    assert c.local_root == "/tmp/lake"
+    assert c.namenodes == ()
 
 
 @pytest.mark.parametrize(
@@ -74,7 +79,8 @@ def test_token_never_in_unavailable_error() -> None:
     with pytest.raises(HdfsUnavailableError) as info:
         hook.storage.stat("/x")
     assert "TOPSECRET123" not in str(info.value)
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
     assert "127.0.0.1:1" in str(info.value)
 
 
@@ -82,4 +88,5 @@ def test_test_connection_reports_each_namenode() -> None:
     config = HdfsConfig(conn_id="c1", namenodes=("http://127.0.0.1:1", "http://127.0.0.1:2"), timeout=2)
     ok, message = HdfsHook("c1", config=config).test_connection()
     assert not ok
-    assert "http://127.0.0.1:1: unavailable" in message and "http://127.0.0.1:2: unavailable" in message
+    assert "http://127.0.0.1:1: unavailable" in message
+    assert "http://127.0.0.1:2: unavailable" in message

@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, T
 from airflow_ml_provider.exceptions import HdfsAccessError, InvalidSpecError, MlProviderError
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
 from airflow_ml_provider.triggers.hdfs import HdfsMarkersTrigger
+from airflow_ml_provider.utils.markers import MarkerReport
 
 CTX: Any = {}
 
@@ -24,19 +25,21 @@ def sensor(**kw: Any) -> HdfsSuccessSensor:
 def test_template_fields_and_defaults() -> None:
     s = sensor(paths="/d")
     assert s.template_fields == ("paths", "marker", "newer_than")
-    assert s.deferrable is False and s.marker == "_SUCCESS" and s.hdfs_conn_id == "ml_hdfs_default"
+    assert s.deferrable is False
+    assert s.marker == "_SUCCESS"
+    assert s.hdfs_conn_id == "ml_hdfs_default"
 
 
 def test_default_conn_id_matches_the_hook() -> None:
     from airflow_ml_provider.hooks.webhdfs import HdfsHook
     from airflow_ml_provider.sensors.hdfs import DEFAULT_CONN_ID
 
-    assert DEFAULT_CONN_ID == HdfsHook.default_conn_name
+    assert HdfsHook.default_conn_name == DEFAULT_CONN_ID
 
 
 def test_keyword_only() -> None:
     with pytest.raises(TypeError):
-        HdfsSuccessSensor("wait", "/d")  # type: ignore[misc]
+        HdfsSuccessSensor("wait", "/d")  # type: ignore[call-arg]
 
 
 def test_static_bad_input_fails_at_parse_time() -> None:
@@ -81,21 +84,30 @@ def test_deferrable_returns_at_once_when_already_done(tmp_path: Path) -> None:
     assert sensor(paths=f"file://{tmp_path}", deferrable=True).execute(CTX)[0]["path"] == f"{tmp_path}/_SUCCESS"
 
 
-def test_deferrable_defers_with_a_serializable_trigger(tmp_path: Path) -> None:
-    s = sensor(paths=[f"file://{tmp_path}", "/hdfs/x"], deferrable=True, timeout=600, hdfs_conn_id="h",
-               newer_than="2026-11-23T08:00:00Z")
-    s.hook.check_markers = lambda markers, newer: __import__(  # type: ignore[method-assign]
-        "airflow_ml_provider.utils.markers", fromlist=["MarkerReport"]
-    ).MarkerReport(missing=[str(m) for m in markers])
+def test_deferrable_defers_with_a_serializable_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = sensor(
+        paths=[f"file://{tmp_path}", "/hdfs/x"],
+        deferrable=True,
+        timeout=600,
+        hdfs_conn_id="h",
+        newer_than="2026-11-23T08:00:00Z",
+    )
+
+    def nothing_yet(markers: Any, newer: Any) -> MarkerReport:
+        return MarkerReport(missing=[str(m) for m in markers])
+
+    monkeypatch.setattr(s.hook, "check_markers", nothing_yet)
     with pytest.raises(TaskDeferred) as info:
         s.execute(CTX)
     trigger = info.value.trigger
     assert isinstance(trigger, HdfsMarkersTrigger)
     _, kwargs = trigger.serialize()
     assert kwargs["markers"] == [f"file://{tmp_path}/_SUCCESS", "/hdfs/x/_SUCCESS"]
-    assert kwargs["hdfs_conn_id"] == "h" and kwargs["newer_than"] == "2026-11-23T08:00:00+00:00"
+    assert kwargs["hdfs_conn_id"] == "h"
+    assert kwargs["newer_than"] == "2026-11-23T08:00:00+00:00"
     assert info.value.method_name == "execute_complete"
-    assert info.value.timeout is not None and info.value.timeout.total_seconds() == 660
+    assert info.value.timeout is not None
+    assert info.value.timeout.total_seconds() == 660
 
 
 def test_execute_complete_validates_events() -> None:

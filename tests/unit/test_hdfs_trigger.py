@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from airflow_ml_provider.triggers.hdfs import HdfsMarkersTrigger
 
 
 def _first_event(trigger: HdfsMarkersTrigger) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
-        gen = trigger.run()
+        gen = cast(AsyncGenerator[Any, None], trigger.run())
         event = await gen.asend(None)
         try:
             await gen.asend(None)
@@ -77,13 +78,15 @@ def test_timeout_event_names_missing_markers(tmp_path: Path) -> None:
 def test_marker_directory_is_an_access_error_event(tmp_path: Path) -> None:
     (tmp_path / "_SUCCESS").mkdir()
     payload = _first_event(HdfsMarkersTrigger(markers=[f"file://{tmp_path}/_SUCCESS"], poke_interval=0.01))
-    assert payload["status"] == "error" and payload["kind"] == "access"
+    assert payload["status"] == "error"
+    assert payload["kind"] == "access"
     assert "is a directory" in payload["message"]
 
 
 def test_unreachable_namenodes_keep_waiting_then_time_out(monkeypatch: Any) -> None:
     monkeypatch.setenv(
-        "AIRFLOW_CONN_DEAD_HDFS", '{"conn_type": "ml_hdfs", "host": "127.0.0.1:1,127.0.0.1:2", "extra": {"timeout": 1}}'
+        "AIRFLOW_CONN_DEAD_HDFS",
+        '{"conn_type": "ml_hdfs", "host": "127.0.0.1:1,127.0.0.1:2", "extra": {"timeout": 1}}',
     )
     payload = _first_event(
         HdfsMarkersTrigger(
@@ -92,4 +95,5 @@ def test_unreachable_namenodes_keep_waiting_then_time_out(monkeypatch: Any) -> N
     )
     assert payload["status"] == "timeout"
     assert "Last error: No NameNode answered" in payload["message"]
-    assert "127.0.0.1:1" in payload["message"] and "127.0.0.1:2" in payload["message"]
+    assert "127.0.0.1:1" in payload["message"]
+    assert "127.0.0.1:2" in payload["message"]

@@ -19,7 +19,9 @@ def test_stat_and_list(tmp_path: Path) -> None:
     (tmp_path / "d" / "sub").mkdir()
     storage = LocalStorage(str(tmp_path))
     info = storage.stat("/d/_SUCCESS")
-    assert info is not None and info.kind == "FILE" and info.path == "/d/_SUCCESS"
+    assert info is not None
+    assert info.kind == "FILE"
+    assert info.path == "/d/_SUCCESS"
     assert info.modification_time.tzinfo is not None
     assert storage.stat("/d/nope") is None
     assert storage.stat("/d/_SUCCESS/below") is None  # parent is a file: not there

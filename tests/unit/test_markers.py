@@ -36,7 +36,9 @@ class CountingBackend:
     def list_dir(self, path: str) -> dict[str, FileInfo] | None:
         self.calls.append(("list", path))
         prefix = path.rstrip("/") + "/"
-        children = {p[len(prefix):]: f for p, f in self.files.items() if p.startswith(prefix) and "/" not in p[len(prefix):]}
+        children = {
+            p[len(prefix) :]: f for p, f in self.files.items() if p.startswith(prefix) and "/" not in p[len(prefix) :]
+        }
         return children or None
 
 
@@ -113,7 +115,10 @@ def test_markers_under_one_parent_cost_one_listing() -> None:
     assert backend.calls == [("list", "/w")]
     assert report.requests == 1
     assert len(report.to_xcom()) == 45
-    assert report.to_xcom()[0] == {"path": "/w/_SUCCESS_C00", "modification_time": "2026-11-23T08:00:00+00:00"}
+    assert report.to_xcom()[0] == {
+        "path": "/w/_SUCCESS_C00",
+        "modification_time": "2026-11-23T08:00:00+00:00",
+    }
 
 
 def test_lone_markers_use_one_stat_each_and_report_missing() -> None:
@@ -122,7 +127,7 @@ def test_lone_markers_use_one_stat_each_and_report_missing() -> None:
     assert backend.calls == [("stat", "/a/_SUCCESS"), ("stat", "/b/_SUCCESS")]
     assert not report.done
     assert report.missing == ["/b/_SUCCESS"]
-    assert "1/2 markers present; missing: /b/_SUCCESS" == report.summary()
+    assert report.summary() == "1/2 markers present; missing: /b/_SUCCESS"
 
 
 def test_missing_parent_means_all_its_markers_missing() -> None:

@@ -45,5 +45,6 @@ def test_provider_info_lists_every_module_and_class() -> None:
         assert hook.conn_type == ct["connection-type"]
         assert ct["connection-type"] not in ("http", "webhdfs", "docker", "hdfs")
         for name, field in ct["conn-fields"].items():
-            assert field["label"] and "type" in field["schema"], name
+            assert field["label"], name
+            assert "type" in field["schema"], name
         assert set(ct["ui-field-behaviour"]) == {"hidden-fields", "relabeling", "placeholders"}
