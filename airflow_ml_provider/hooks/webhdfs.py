@@ -48,6 +48,10 @@ AuthKind = Literal["simple", "token", "kerberos"]
 
 #: Server exceptions that mean "the path is not there (yet)". Nothing else does.
 _NOT_FOUND = frozenset({"FileNotFoundException"})
+#: Server exceptions about who is asking rather than what is asked for.
+_CREDENTIAL_ERRORS = frozenset(
+    {"SecurityException", "InvalidToken", "AuthenticationException", "AuthorizationException"}
+)
 
 
 @dataclass(frozen=True)
@@ -241,8 +245,11 @@ class WebHdfsStorage:
             raise HdfsUnavailableError(
                 f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}".rstrip()
             )
-        if response.status_code == 401:
-            hint = "The NameNode rejected the credentials; check the connection's user, token or Kerberos ticket."
+        if response.status_code == 401 or exception in _CREDENTIAL_ERRORS:
+            hint = (
+                "The NameNode rejected the connection's identity; check its user, delegation token, "
+                "Kerberos ticket or proxy user (doas)."
+            )
         elif response.status_code == 403:
             hint = (
                 "Permission denied; grant the connection's user read and execute access on the path "

@@ -97,6 +97,18 @@ def test_permission_denied_fails_at_once(hdfs: Any, hdfs_dir: str, conn: None, n
     assert info.value.remote_exception == "AccessControlException"
 
 
+def test_refused_identity_fails_at_once(hdfs: Any, hdfs_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real NameNode refuses an impersonation it was not configured to allow."""
+    set_hdfs_conn(monkeypatch, "hdfs_doas", hdfs.namenode_urls, proxy_user="alice")
+    started = time.monotonic()
+    with pytest.raises(HdfsAccessError) as info:
+        sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_doas", timeout=60).execute(CTX)
+    assert time.monotonic() - started < 10
+    assert "etl is not allowed to impersonate alice" in str(info.value)
+    assert "rejected the connection's identity" in str(info.value)
+    assert hdfs.namenode_urls[0] in str(info.value)
+
+
 def test_marker_that_is_a_directory_fails_at_once(hdfs: Any, hdfs_dir: str, conn: None) -> None:
     admin_client(hdfs).makedirs(f"{hdfs_dir}/_SUCCESS")
     with pytest.raises(HdfsAccessError, match="is a directory, not a file"):
