@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Keep the output a table: Airflow's INFO lines (every stock sensor poke) go unprinted.
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+
 import shutil
 import sys
 

@@ -19,15 +19,13 @@ WAIT = 60.0
 DAG = textwrap.dedent(
     """
     import datetime as dt
-    from airflow.sdk import dag
+    from airflow.sdk import DAG
     from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
 
     for name, deferrable in (("bench_poke", False), ("bench_defer", True)):
-        @dag(dag_id=name, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False)
-        def _d(deferrable=deferrable, name=name):
+        with DAG(dag_id=name, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
             HdfsSuccessSensor(task_id="wait", paths="/bench/slots/" + name, poke_interval=5,
                               timeout=600, deferrable=deferrable, mode="poke")
-        _d()
     """
 )
 

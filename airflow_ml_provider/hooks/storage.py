@@ -97,6 +97,13 @@ class LocalStorage:
         mtime = dt.datetime.fromtimestamp(st.st_mtime, tz=dt.timezone.utc)
         return FileInfo(path=path, kind=kind, modification_time=mtime, size=st.st_size)
 
+    def _denied(self, verb: str, path: str, e: PermissionError) -> HdfsAccessError:
+        return HdfsAccessError(
+            f"Permission denied {verb} {path!r} on the {self.describe()}: {e.strerror}. "
+            "Grant the Airflow worker's user read access to it.",
+            remote_exception="PermissionError",
+        )
+
     def stat(self, path: str) -> FileInfo | None:
         """Return the status of ``path``, or ``None`` if it does not exist."""
         try:
@@ -104,11 +111,7 @@ class LocalStorage:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except PermissionError as e:
-            raise HdfsAccessError(
-                f"Permission denied reading {path!r} on the {self.describe()}: {e.strerror}. "
-                "Grant the Airflow worker's user read access to it.",
-                remote_exception="PermissionError",
-            ) from e
+            raise self._denied("reading", path, e) from e
         except OSError as e:
             raise HdfsUnavailableError(f"Could not stat {path!r} on the {self.describe()}: {e}") from e
 
@@ -134,10 +137,6 @@ class LocalStorage:
                 remote_exception="NotADirectoryError",
             ) from e
         except PermissionError as e:
-            raise HdfsAccessError(
-                f"Permission denied listing {path!r} on the {self.describe()}: {e.strerror}. "
-                "Grant the Airflow worker's user read access to it.",
-                remote_exception="PermissionError",
-            ) from e
+            raise self._denied("listing", path, e) from e
         except OSError as e:
             raise HdfsUnavailableError(f"Could not list {path!r} on the {self.describe()}: {e}") from e
