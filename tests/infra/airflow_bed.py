@@ -10,10 +10,15 @@ Everything is configured through the environment (:attr:`AirflowBed.env`): inher
 variables are dropped, ``AIRFLOW_HOME``/``AIRFLOW_CONFIG`` point into the bed's home, so neither
 ``~/airflow`` nor any global configuration is read.
 
-Shutdown (:meth:`AirflowBed.stop`) sends SIGINT to each component's process group (what Ctrl-C in
-a terminal does, which every component handles cleanly), then SIGTERM, then SIGKILL, and finally
-sweeps any process that still carries this bed's marker variable in its environment, so nothing is
-orphaned even when a component forked children into another session.
+Shutdown (:meth:`AirflowBed.stop`) sends SIGINT to each component's main process (each handles it
+cleanly and stops its own children in order), then SIGTERM and SIGKILL to its process group, and
+finally sweeps any process that still carries this bed's marker variable in its environment, so
+nothing is orphaned even when a component forked children into another session.
+
+Measured on a 2-CPU VM: start() ~10-13 s (``db migrate`` ~2.5 s, then ~8 s until all four
+components heartbeat); a new DAG file is parsed within ~2-3 s; trigger -> first task ``running``
+~1 s once the LocalExecutor is warm (~3-4 s for the very first task: the task process imports);
+stop() ~2.5-3.5 s.
 
 Command line (stays up until SIGINT/SIGTERM, prints one JSON line once healthy)::
 
@@ -177,7 +182,7 @@ class AirflowBed:
     :param dags_folder: the DAGs folder the dag-processor parses.
     :param env: extra environment for every component and :meth:`cli` (e.g. ``AIRFLOW_CONN_*``,
         ``PYTHONPATH`` or ``AIRFLOW__SECTION__KEY`` overrides); applied last.
-    :param pools: pools to create before the components start, name -> slots.
+    :param pools: pools to create, name -> slots; they exist when :meth:`start` returns.
     """
 
     home: Path
@@ -307,11 +312,11 @@ class AirflowBed:
             raise AirflowBedError(f"Airflow bed failed to start: {e!r}\n{tail}") from e
 
     def _enable_wal(self) -> None:
-        """Put the SQLite database in WAL mode (persistent): readers no longer block the writer.
+        """Put the SQLite database in WAL mode (persistent), a cheap precaution against locking.
 
-        Four components plus task processes share one SQLite file; in the default rollback-journal
-        mode a long read (e.g. the api-server listing task instances) blocks every writer and the
-        scheduler sees ``database is locked``.
+        Four components plus the task supervisors share one SQLite file; in WAL mode readers (e.g.
+        the api-server answering a polling test) never block the writer. Without it no ``database is
+        locked`` was seen in the runs measured here either, but this is the safer setting.
         """
         with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -345,10 +350,14 @@ class AirflowBed:
         return result
 
     def _create_pools(self) -> None:
-        """Create the pools through the REST API (an ``airflow pools`` CLI call costs ~2 s more)."""
+        """Create (or resize) the pools through the REST API; an ``airflow pools`` CLI call costs ~2 s more."""
         for name, slots in self.pools.items():
             body = {"name": name, "slots": slots, "description": f"test pool {name}", "include_deferred": False}
-            self.api("POST", "/api/v2/pools", body)
+            status, answer = self._request("POST", "/api/v2/pools", body)
+            if status == 409:  # already there (a retried start-up step)
+                self.api("PATCH", f"/api/v2/pools/{self._q(name)}", body)
+            elif not 200 <= status < 300:
+                raise AirflowBedError(f"POST /api/v2/pools {name}: HTTP {status}: {answer}")
         self.timings["pools"] = time.monotonic() - self._t0
 
     def _wait_healthy(self, deadline: float, before: Callable[[], None] | None = None) -> None:
@@ -372,8 +381,9 @@ class AirflowBed:
     def stop(self) -> None:
         """Stop every component and everything it spawned; idempotent.
 
-        SIGINT to each process group (Ctrl-C), SIGTERM after half the grace period, SIGKILL after
-        the full one; then SIGKILL for any process still carrying this bed's marker variable.
+        SIGINT to each component's main process, SIGTERM to its process group after half the grace
+        period, SIGKILL after the full one; then SIGKILL for any process still carrying this bed's
+        marker variable, and a short wait until init has reaped the orphans.
         """
         with self._lock:
             if self._stopped:
@@ -388,34 +398,39 @@ class AirflowBed:
                     proc.send_signal(signal.SIGINT)
             deadline = time.monotonic() + STOP_GRACE
             escalated = False
-            only_zombies_since: dict[str, float] = {}
+            runner_gone_since: float | None = None
             while (now := time.monotonic()) < deadline:
-                if all(p.poll() is not None for p in procs.values()) and not any(
-                    _pid_alive(pid) for pid in members | set(_pids_with_env(marker))
-                ):
+                live = [pid for pid in members | set(_pids_with_env(marker)) if _pid_alive(pid)]
+                if all(p.poll() is not None for p in procs.values()) and not live:
                     break
                 if not escalated and now > deadline - STOP_GRACE / 2:
                     escalated = True
                     self._signal_groups(procs, signal.SIGTERM)
-                for name, proc in procs.items():
-                    # Airflow's subprocess supervisor (triggerer -> trigger runner) may miss that its
-                    # child exited and sit out a 10 s escalation timer on an empty selector; once all of
-                    # a component's children have exited there is nothing left for it to clean up.
-                    kids = _children(proc.pid) if proc.poll() is None else []
-                    if kids and all(state == "Z" for _, state in kids):
-                        if now - only_zombies_since.setdefault(name, now) > 1.0:
-                            with contextlib.suppress(ProcessLookupError):
-                                os.killpg(proc.pid, signal.SIGKILL)
-                    else:
-                        only_zombies_since.pop(name, None)
+                # Airflow 3.3 race: the triggerer's supervisor may miss that its trigger runner already
+                # exited (its sockets closed first) and sit out a 10 s escalation timer on an empty
+                # selector. Once the runner is gone there is nothing left for the triggerer to do.
+                triggerer = procs.get("triggerer")
+                kids = _children(triggerer.pid) if triggerer and triggerer.poll() is None else []
+                if kids and all(state == "Z" for _, state in kids):
+                    runner_gone_since = runner_gone_since or now
+                    if now - runner_gone_since > 1.0 and triggerer:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(triggerer.pid, signal.SIGKILL)
+                else:
+                    runner_gone_since = None
                 time.sleep(0.1)
             self._signal_groups(procs, signal.SIGKILL)
-            for pid in members | set(_pids_with_env(marker)):
+            for pid in _pids_with_env(marker):  # escaped the process groups (setsid) or not done in time
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             for proc in procs.values():
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
+            # Orphans of exited components are reaped by init, which may take a moment: wait for them
+            # to vanish so that `ps`/`pgrep` right after stop() shows nothing of this bed.
+            reap_deadline = time.monotonic() + 3
+            while any(Path(f"/proc/{pid}").exists() for pid in members) and time.monotonic() < reap_deadline:
+                time.sleep(0.05)
             for f in self._log_files:
                 f.close()
             self._log_files.clear()
