@@ -17,7 +17,5 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def service_unavailable(reason: str) -> NoReturn:
     """Under CI=true a missing service fails the test; elsewhere it skips with a one-line reason."""
     if IN_CI:
-        pytest.fail(
-            f"service unavailable (CI=true, so this fails rather than skips): {reason}", pytrace=False
-        )
+        pytest.fail(f"service unavailable (CI=true, so this fails rather than skips): {reason}", pytrace=False)
     pytest.skip(reason)

@@ -347,10 +347,7 @@ class HdfsHook(BaseHook):
                 f"Connection {config.conn_id!r} points at the local directory {config.local_root!r}; "
                 "there is no WebHDFS client for it."
             )
-        import requests
-
-        session = requests.Session()
-        session.verify = config.verify
+        session = _session(config.verify)
         url = ";".join(config.namenodes)
         common: dict[str, Any] = {"session": session, "timeout": config.timeout, "proxy": config.proxy_user}
         if config.auth == "kerberos":
@@ -415,6 +412,26 @@ class HdfsHook(BaseHook):
         from airflow_ml_provider.provider_info import HDFS_UI_FIELD_BEHAVIOUR
 
         return HDFS_UI_FIELD_BEHAVIOUR
+
+
+def _session(verify: bool | str) -> requests.Session:
+    """A requests session whose TLS verification is the connection's, whatever the environment says.
+
+    Plain ``Session.verify`` loses to ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from the environment
+    (requests merges environment settings over session settings), which would silently ignore the
+    connection's ``ca_bundle`` or ``verify`` on any worker that sets those variables.
+    """
+    import requests
+
+    class _ConnectionTlsSession(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            settings = super().merge_environment_settings(*args, **kwargs)
+            settings["verify"] = self.verify
+            return settings
+
+    session = _ConnectionTlsSession()
+    session.verify = verify
+    return session
 
 
 def _replace_namenodes(config: HdfsConfig, namenodes: tuple[str, ...]) -> HdfsConfig:

@@ -9,6 +9,7 @@ Redirects (e.g. to a DataNode) are passed through untouched, not followed.
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,9 +31,11 @@ class CountingProxy:
     """Forward every request to ``upstream`` (``http://host:port``) and record it.
 
     :param upstream: base URL of the server to forward to.
+    :param tls: serve HTTPS with this server context (e.g. a self-signed certificate), to put TLS
+        in front of a plain-HTTP upstream.
     """
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
@@ -73,7 +76,10 @@ class CountingProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="counting-proxy", daemon=True)
 
     def start(self) -> CountingProxy:

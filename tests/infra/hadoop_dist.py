@@ -136,12 +136,7 @@ def _extract(sdist: Path, home: Path) -> None:
         with tarfile.open(sdist, "r:gz") as tar:
             for member in tar:
                 parts = member.name.split("/")
-                if (
-                    member.isfile()
-                    and len(parts) == 4
-                    and parts[1:3] == ["deps", "jars"]
-                    and parts[3].endswith(".jar")
-                ):
+                if member.isfile() and len(parts) == 4 and parts[1:3] == ["deps", "jars"] and parts[3].endswith(".jar"):
                     src = tar.extractfile(member)
                     if src is None:
                         continue

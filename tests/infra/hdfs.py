@@ -108,8 +108,7 @@ def free_ports(count: int) -> list[int]:
 
 def _site_xml(props: Mapping[str, str]) -> str:
     body = "".join(
-        f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>\n"
-        for k, v in props.items()
+        f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>\n" for k, v in props.items()
     )
     return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
 
@@ -654,13 +653,9 @@ def start_ha(base_dir: Path, *, timeout: float = 120) -> HaHdfsCluster:
         _write_conf(confs[name], core, conf_hdfs)
 
     urls = [f"http://127.0.0.1:{http1}", f"http://127.0.0.1:{http2}"]
-    cluster = HaHdfsCluster(
-        base_dir, urls, {"nn1": f"hdfs://127.0.0.1:{rpc1}", "nn2": f"hdfs://127.0.0.1:{rpc2}"}
-    )
+    cluster = HaHdfsCluster(base_dir, urls, {"nn1": f"hdfs://127.0.0.1:{rpc1}", "nn2": f"hdfs://127.0.0.1:{rpc2}"})
     try:
-        fmt = cluster._run_tool(
-            confs["nn1"], NAMENODE_CLASS, ["-format", "-nonInteractive", "-force"], log="format"
-        )
+        fmt = cluster._run_tool(confs["nn1"], NAMENODE_CLASS, ["-format", "-nonInteractive", "-force"], log="format")
         if fmt.returncode != 0:
             raise HdfsCommandError(f"NameNode -format (nn1) exited with {fmt.returncode}")
         cluster._start_daemon("nn1", NAMENODE_CLASS, confs["nn1"])
@@ -695,9 +690,7 @@ def start_ha(base_dir: Path, *, timeout: float = 120) -> HaHdfsCluster:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: start a cluster, print one JSON line, run until SIGINT/SIGTERM, then stop."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.infra.hdfs", description=(__doc__ or "").split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m tests.infra.hdfs", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("kind", choices=("single", "ha"))
     parser.add_argument("--dir", required=True, type=Path, help="base directory of the cluster")
     parser.add_argument("--timeout", type=float, default=None, help="start timeout in seconds")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import ssl
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +193,47 @@ def test_local_connection_kind(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AIRFLOW_CONN_LAKE", f'{{"conn_type": "ml_hdfs", "host": "file://{tmp_path}"}}')
     result = sensor(paths="/data/FR", hdfs_conn_id="lake").execute(CTX)
     assert result[0]["path"] == "/data/FR/_SUCCESS"
+
+
+@pytest.fixture
+def tls_proxy(hdfs: Any, tmp_path: Path) -> Iterator[tuple[CountingProxy, Path]]:
+    """HTTPS (self-signed certificate for 127.0.0.1) in front of the real NameNode."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with CountingProxy(hdfs.namenode_urls[0], tls=context) as proxy:
+        yield proxy, cert
+
+
+def test_tls_is_verified_by_default(
+    hdfs: Any, hdfs_dir: str, tls_proxy: tuple[CountingProxy, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy, cert = tls_proxy
+    touch(hdfs, f"{hdfs_dir}/_SUCCESS")
+    set_hdfs_conn(monkeypatch, "hdfs_tls", [proxy.url])
+    with pytest.raises(HdfsAccessError, match=r"TLS verification failed.*ca_bundle"):
+        sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_tls", timeout=60).execute(CTX)
+    set_hdfs_conn(monkeypatch, "hdfs_tls", [proxy.url], ca_bundle=str(cert))
+    assert sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_tls").execute(CTX)[0]["path"] == f"{hdfs_dir}/_SUCCESS"
