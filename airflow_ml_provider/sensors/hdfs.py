@@ -18,7 +18,7 @@ from airflow_ml_provider.exceptions import (
     MlProviderError,
 )
 from airflow_ml_provider.utils.compat import default_deferrable
-from airflow_ml_provider.utils.markers import Location, marker_locations, parse_newer_than
+from airflow_ml_provider.utils.markers import Location, marker_locations, parse_newer_than, waiting_status
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -95,7 +95,8 @@ class HdfsSuccessSensor(BaseSensorOperator):
             marker_locations(paths, marker)
         if isinstance(newer_than, str) and not _is_templated(newer_than):
             parse_newer_than(newer_than)
-        self._progress = "not checked yet"
+        self._summary = "not checked yet"
+        self._last_error: str | None = None
 
     @cached_property
     def hook(self) -> HdfsHook:
@@ -112,14 +113,14 @@ class HdfsSuccessSensor(BaseSensorOperator):
         try:
             report = self.hook.check_markers(self._locations(), parse_newer_than(self.newer_than))
         except HdfsUnavailableError as e:
-            self._progress = f"{self._progress}. Last error: {e}"
+            self._last_error = str(e)
             self.log.warning("%s; poking again later", e)
             return False
-        self._progress = report.summary()
+        self._summary, self._last_error = report.summary(), None
         if report.done:
-            self.log.info("All markers present: %s", self._progress)
+            self.log.info("All markers present: %s", self._summary)
             return PokeReturnValue(is_done=True, xcom_value=report.to_xcom())
-        self.log.info("Waiting: %s", self._progress)
+        self.log.info("Waiting: %s", self._summary)
         return False
 
     def execute(self, context: Context) -> Any:
@@ -132,7 +133,7 @@ class HdfsSuccessSensor(BaseSensorOperator):
             self._raise_if_permanent(e)
             raise
         except AirflowSensorTimeout as e:
-            raise AirflowSensorTimeout(f"{e} {self._progress}.") from e
+            raise AirflowSensorTimeout(f"{e} {waiting_status(self._summary, self._last_error)}.") from e
 
     def _raise_if_permanent(self, skip: AirflowSkipException) -> None:
         """``soft_fail`` skips on any failure; a misconfiguration must still fail the task."""

@@ -11,7 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_ml_provider.exceptions import HdfsUnavailableError, MlProviderError
 from airflow_ml_provider.hooks.webhdfs import DEFAULT_CONN_ID, HdfsHook
-from airflow_ml_provider.utils.markers import parse_location, parse_newer_than
+from airflow_ml_provider.utils.markers import parse_location, parse_newer_than, waiting_status
 
 
 class HdfsMarkersTrigger(BaseTrigger):
@@ -100,9 +100,7 @@ class HdfsMarkersTrigger(BaseTrigger):
                 self.log.info("Waiting for markers: %s", progress)
             now = time.time()
             if self.deadline is not None and now >= self.deadline:
-                message = f"Markers not complete by the sensor's timeout: {progress}."
-                if last_error:
-                    message += f" Last error: {last_error}"
+                message = f"Markers not complete by the sensor's timeout: {waiting_status(progress, last_error)}."
                 yield TriggerEvent({"status": "timeout", "message": message})
                 return
             sleep_for = self.poke_interval

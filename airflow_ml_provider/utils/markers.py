@@ -174,6 +174,11 @@ class MarkerReport:
         return text
 
 
+def waiting_status(summary: str, last_error: str | None) -> str:
+    """What a waiting sensor reports: the last check's summary and, if the latest failed, why."""
+    return f"{summary}. Last error: {last_error}" if last_error else summary
+
+
 def _head(items: Sequence[str], limit: int) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")

@@ -152,6 +152,7 @@ def test_no_namenode_answering_pokes_again_and_times_out_clearly(monkeypatch: py
     assert len(pokes) >= 2
     assert "No NameNode answered" in str(info.value)
     assert dead.removeprefix("http://") in str(info.value)
+    assert str(info.value).count("Last error") == 1  # the latest error, not one per poke
 
 
 def test_soft_fail_skips_only_on_timeout(hdfs: Any, hdfs_dir: str, conn: None) -> None:
