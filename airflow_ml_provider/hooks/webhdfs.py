@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -395,7 +395,7 @@ class HdfsHook(BaseHook):
                 return (info is not None, f"local directory {config.local_root}")
             answers = []
             for url in config.namenodes:
-                single = HdfsHook(self.hdfs_conn_id, config=_replace_namenodes(config, (url,)))
+                single = HdfsHook(self.hdfs_conn_id, config=replace(config, namenodes=(url,)))
                 try:
                     single.storage.stat("/")
                     answers.append(f"{url}: active")
@@ -432,9 +432,3 @@ def _session(verify: bool | str) -> requests.Session:
     session = _ConnectionTlsSession()
     session.verify = verify
     return session
-
-
-def _replace_namenodes(config: HdfsConfig, namenodes: tuple[str, ...]) -> HdfsConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, namenodes=namenodes)
