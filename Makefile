@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit integration lint system venv bench clean-testbed
+.PHONY: test unit integration lint system venv bench clean-testbed demo images
 
 test: system venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -36,8 +36,16 @@ $(STAMP): pyproject.toml scripts/check_pyspark.py
 	$(PY) scripts/check_pyspark.py --fix
 	touch $(STAMP)
 
+# The markdown_pricing pipeline once, on embedded defaults (local dockerd, synthetic data).
+demo: system venv
+	$(PY) scripts/demo.py
+
 bench: system venv
 	$(PY) -m bench
 
 clean-testbed:
 	rm -rf .testbed
+
+# Docker test bed: dockerd + single-node swarm + the base/train images, built locally (no registry).
+images: system venv
+	$(PY) -m tests.infra.docker_bed ensure

@@ -44,11 +44,19 @@ need_setpriv() { need_cmd setpriv util-linux; }
 # Kerberos extras (gssapi / krb5 wheels may build from source): krb5-config and headers.
 need_krb5_dev() { need_pkgs libkrb5-dev; }
 
+# Docker test bed: the engine (dockerd + CLI + containerd + runc); scripts/dockerd.sh starts it.
+need_docker() { need_cmd dockerd docker.io; }
+
+# Docker test bed: builds the Debian root filesystem of the base image (no registry here).
+need_mmdebstrap() { need_cmd mmdebstrap mmdebstrap; }
+
 NEEDS=(
     need_java
     need_jersey1
     need_setpriv
     need_krb5_dev
+    need_docker
+    need_mmdebstrap
 )
 
 # --- install ------------------------------------------------------------------------------
