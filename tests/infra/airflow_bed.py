@@ -183,6 +183,10 @@ class AirflowBed:
     :param env: extra environment for every component and :meth:`cli` (e.g. ``AIRFLOW_CONN_*``,
         ``PYTHONPATH`` or ``AIRFLOW__SECTION__KEY`` overrides); applied last.
     :param pools: pools to create, name -> slots; they exist when :meth:`start` returns.
+    :param database: ``"sqlite"`` (a file in ``home``, WAL mode) or ``"postgres"``: a database of
+        its own on the local PostgreSQL (127.0.0.1:5432, trust auth), created by :meth:`start` and
+        dropped by :meth:`stop`. Use PostgreSQL when many tasks run at once: SQLite's single
+        writer then makes API calls and heartbeats fail with "database is locked".
     """
 
     home: Path
@@ -196,7 +200,11 @@ class AirflowBed:
         *,
         env: dict[str, str] | None = None,
         pools: dict[str, int] | None = None,
+        database: str = "sqlite",
     ) -> None:
+        if database not in ("sqlite", "postgres"):
+            raise ValueError(f"database={database!r}: use 'sqlite' or 'postgres'")
+        self.database = database
         self.home = Path(home).resolve()
         self.dags_folder = Path(dags_folder).resolve()
         self.pools = dict(pools or {})
@@ -206,6 +214,7 @@ class AirflowBed:
         self.log_dir = self.home / "logs"
         self.component_log_dir = self.home / "component-logs"
         self._bed_id = secrets.token_hex(8)
+        self.pg_database = f"airflow_bed_{self._bed_id}"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[IO[bytes]] = []
         self._token: str | None = None
@@ -238,7 +247,11 @@ class AirflowBed:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "5",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+                f"postgresql+psycopg2://postgres@127.0.0.1:5432/{self.pg_database}"
+                if self.database == "postgres"
+                else f"sqlite:///{home}/airflow.db"
+            ),
             # api-server: loopback only, one worker, per-bed secrets
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
@@ -295,8 +308,11 @@ class AirflowBed:
             d.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({USERNAME: self.password}))
         try:
+            if self.database == "postgres":
+                self._postgres("CREATE DATABASE {}")
             self.cli("db", "migrate")
-            self._enable_wal()
+            if self.database == "sqlite":
+                self._enable_wal()
             self.timings["migrate"] = time.monotonic() - t0
             atexit.register(self.stop)
             self._stopped = False
@@ -310,6 +326,19 @@ class AirflowBed:
             if isinstance(e, AirflowBedError) or not isinstance(e, Exception):
                 raise
             raise AirflowBedError(f"Airflow bed failed to start: {e!r}\n{tail}") from e
+
+    def _postgres(self, statement: str) -> None:
+        """Run one statement (``{}`` = this bed's database name) as postgres on the local server."""
+        import psycopg2
+        from psycopg2 import sql
+
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=10)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL(statement).format(sql.Identifier(self.pg_database)))
+        finally:
+            conn.close()
 
     def _enable_wal(self) -> None:
         """Put the SQLite database in WAL mode (persistent), a cheap precaution against locking.
@@ -434,6 +463,9 @@ class AirflowBed:
             for f in self._log_files:
                 f.close()
             self._log_files.clear()
+            if self.database == "postgres":
+                with contextlib.suppress(Exception):
+                    self._postgres("DROP DATABASE IF EXISTS {} WITH (FORCE)")
             self._procs.clear()
             self._token = None
             with contextlib.suppress(Exception):

@@ -1,0 +1,166 @@
+"""Trigger that waits for a container job while its task is deferred, relaying its log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from airflow_ml_provider.backends.base import ContainerBackend, JobHandle
+
+
+class ContainerJobTrigger(BaseTrigger):
+    """Poll a submitted job's status every ``poll_interval`` seconds and log its new lines.
+
+    Yields exactly one JSON-native event, then stops:
+
+    * ``{"status": "finished", "state", "exit_code", "oom_killed", "message", "tail", "handle"}``
+      when the job ended (``state`` is ``succeeded``, ``failed`` or ``gone``);
+    * ``{"status": "startup_timeout", …}`` when the job stayed pending longer than
+      ``startup_timeout`` seconds (image missing on the node, no room in the cluster);
+    * ``{"status": "error", "message", "handle"}`` after ``max_errors`` consecutive failed
+      calls to the scheduler.
+
+    Log lines are read by cursor, so none is lost or repeated across polls; the last
+    ``tail_lines`` travel in the event for the failure message. On Airflow 3.3+ a deferred task
+    that is killed (marked failed, cleared, timed out) calls :meth:`on_kill`, which stops and
+    removes the job.
+
+    :param conn_id: the container connection (its type selects the backend).
+    :param handle: ``JobHandle.to_dict()`` of the submitted job.
+    :param poll_interval: seconds between status polls.
+    :param log_cursor: the log cursor to continue from (``None``: from the first line).
+    :param tail_lines: how many last lines to keep for the event.
+    :param startup_timeout: seconds a job may stay pending; ``None`` waits forever.
+    :param max_errors: consecutive scheduler errors tolerated before giving up.
+    """
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        handle: dict[str, Any],
+        poll_interval: float = 5.0,
+        log_cursor: Any = None,
+        tail_lines: int = 20,
+        startup_timeout: float | None = None,
+        max_errors: int = 5,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.handle = dict(handle)
+        self.poll_interval = float(poll_interval)
+        self.log_cursor = log_cursor
+        self.tail_lines = int(tail_lines)
+        self.startup_timeout = None if startup_timeout is None else float(startup_timeout)
+        self.max_errors = int(max_errors)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and the exact constructor kwargs (JSON-native)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "conn_id": self.conn_id,
+                "handle": self.handle,
+                "poll_interval": self.poll_interval,
+                "log_cursor": self.log_cursor,
+                "tail_lines": self.tail_lines,
+                "startup_timeout": self.startup_timeout,
+                "max_errors": self.max_errors,
+            },
+        )
+
+    async def _backend(self) -> ContainerBackend:
+        from airflow_ml_provider.hooks.container import ContainerJobHook, backend_from_connection
+
+        conn = await ContainerJobHook(conn_id=self.conn_id).aget_conn()
+        return backend_from_connection(conn)
+
+    def _job(self) -> JobHandle:
+        from airflow_ml_provider.backends.base import JobHandle
+
+        return JobHandle.from_dict(self.handle)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until the job ends; yield one event (see the class docstring)."""
+        from airflow_ml_provider.backends.base import PENDING
+
+        handle = self._job()
+        try:
+            backend = await self._backend()
+        except Exception as e:  # noqa: BLE001  # report and stop, never loop on a bug
+            yield TriggerEvent({"status": "error", "message": f"{type(e).__name__}: {e}", "handle": self.handle})
+            return
+        tail: deque[str] = deque(maxlen=self.tail_lines)
+        cursor = self.log_cursor
+        started = time.monotonic()
+        errors = 0
+        try:
+            while True:
+                try:
+                    # Status first: if it says finished, the logs read next are complete.
+                    status = await asyncio.to_thread(backend.status, handle)
+                    lines, cursor = await asyncio.to_thread(backend.logs, handle, cursor)
+                    errors = 0
+                except Exception as e:  # noqa: BLE001  # counted; max_errors in a row ends the wait
+                    errors += 1
+                    self.log.warning("Polling %s failed (%d/%d): %s", handle.key, errors, self.max_errors, e)
+                    if errors >= self.max_errors:
+                        yield TriggerEvent(
+                            {
+                                "status": "error",
+                                "message": f"{type(e).__name__}: {e}",
+                                "handle": self.handle,
+                                "tail": list(tail),
+                            }
+                        )
+                        return
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+                for line in lines:
+                    self.log.info("%s", line)
+                tail.extend(lines)
+                if status.finished:
+                    yield TriggerEvent(
+                        {
+                            "status": "finished",
+                            "state": status.state,
+                            "exit_code": status.exit_code,
+                            "oom_killed": status.oom_killed,
+                            "message": status.message,
+                            "tail": list(tail),
+                            "handle": self.handle,
+                        }
+                    )
+                    return
+                waited = time.monotonic() - started
+                if self.startup_timeout is not None and status.state == PENDING and waited > self.startup_timeout:
+                    yield TriggerEvent(
+                        {
+                            "status": "startup_timeout",
+                            "message": f"still pending after {waited:.0f} s: {status.message}".rstrip(": "),
+                            "handle": self.handle,
+                            "tail": list(tail),
+                        }
+                    )
+                    return
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            backend.close()
+
+    async def on_kill(self) -> None:
+        """The deferred task was killed: stop and remove the remote job (idempotent, errors logged)."""
+        try:
+            backend = await self._backend()
+            try:
+                await asyncio.to_thread(backend.cancel, self._job())
+            finally:
+                backend.close()
+            self.log.info("Stopped and removed %s", self.handle.get("key"))
+        except Exception as e:  # noqa: BLE001  # on_kill must not raise; the failure is logged
+            self.log.error("Could not stop job %s on kill: %s", self.handle.get("key"), e)

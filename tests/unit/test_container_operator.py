@@ -1,0 +1,394 @@
+"""ContainerJobOperator: parse-time validation, retry policy, outcome mapping, cleanup, deferral."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+
+from airflow_ml_provider.backends.base import FAILED, PENDING, RUNNING, SUCCEEDED, JobSpec, JobStatus, spec_digest
+from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
+from airflow_ml_provider.operators.container import ContainerJobFailed, ContainerJobOperator
+from airflow_ml_provider.triggers.container import ContainerJobTrigger
+from tests.unit.container_fakes import FakeBackend
+
+SECRET = "s3cr3t-Pa55word"
+
+
+class FakeTI:
+    dag_id = "markdown_pricing"
+    task_id = "train"
+    run_id = "scheduled__2026-11-23T08:00:00+00:00"
+    map_index = 3
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+class FakeHook:
+    def resolve_secret_env(self, refs: dict[str, Any]) -> dict[str, str]:
+        return {name: SECRET for name in refs}
+
+
+def make(backend: FakeBackend | None = None, **kwargs: Any) -> tuple[ContainerJobOperator, FakeBackend]:
+    kwargs.setdefault("task_id", "train")
+    kwargs.setdefault("image", "airflow-ml-provider/train:latest")
+    kwargs.setdefault("poll_interval", 0.01)
+    kwargs.setdefault("deferrable", False)
+    op = ContainerJobOperator(**kwargs)
+    fake = backend or FakeBackend()
+    op.__dict__["backend"] = fake
+    op.__dict__["hook"] = FakeHook()
+    return op, fake
+
+
+def context() -> Any:
+    return {"ti": FakeTI()}
+
+
+# -- parse time ------------------------------------------------------------------------------
+
+
+def test_template_fields_are_a_tuple_without_secrets() -> None:
+    assert isinstance(ContainerJobOperator.template_fields, tuple)
+    assert "secret_env" not in ContainerJobOperator.template_fields
+    assert "secret_refs" not in ContainerJobOperator.template_fields
+
+
+@pytest.mark.parametrize(
+    ("resources", "needle"),
+    [
+        ({"memory": "4g"}, "memory"),
+        ({"cpus": -1}, "cpus"),
+        ({"cpus": 0}, "cpus"),
+        ({"memory": "lots"}, "memory"),
+        ({"gpus": 1.5}, "gpus"),
+        ({"disk": "10Xi"}, "disk"),
+        ({"cpu": 2}, "Unknown resource field"),
+    ],
+)
+def test_invalid_resources_fail_at_parse_time_naming_the_field(resources: dict[str, Any], needle: str) -> None:
+    with pytest.raises(InvalidSpecError, match=needle) as err:
+        ContainerJobOperator(task_id="t", image="i", resources=resources)
+    assert "e.g." in str(err.value)
+
+
+def test_secret_env_must_be_references_and_errors_do_not_echo_values() -> None:
+    with pytest.raises(InvalidSpecError) as err:
+        ContainerJobOperator(task_id="t", image="i", secret_env={"ERP_PASSWORD": SECRET})
+    assert SECRET not in str(err.value)
+    assert "conn://" in str(err.value)
+    op = ContainerJobOperator(
+        task_id="t", image="i", secret_env={"A": "conn://erp/password", "B": "var://k", "C": "conn://erp/extra/key"}
+    )
+    assert [str(r) for r in op.secret_refs.values()] == ["conn://erp/password", "var://k", "conn://erp/extra/key"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"command": "python -m job"},
+        {"skip_on_exit_code": 0},
+        {"skip_on_exit_code": [300]},
+        {"result_path": "result.json"},
+        {"mounts": ["/a"]},
+        {"mounts": [{"source": "/a", "target": "rel"}]},
+        {"environment": {"A": "1"}, "secret_env": {"A": "var://a"}},
+        {"secret_env": {"1BAD": "var://a"}},
+    ],
+)
+def test_other_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidSpecError):
+        ContainerJobOperator(task_id="t", image="i", **kwargs)
+
+
+def test_mounts_accept_strings_and_dicts() -> None:
+    op = ContainerJobOperator(task_id="t", image="i", mounts=["/lake:/data:ro", {"source": "/out", "target": "/out"}])
+    from airflow_ml_provider.operators.container import parse_mounts
+
+    assert [tuple(m) for m in parse_mounts(op.mounts)] == [("/lake", "/data", True), ("/out", "/out", False)]
+    templated = ContainerJobOperator(task_id="t", image="i", mounts=["{{ params.root }}:{{ params.root }}"])
+    assert templated.mounts == ["{{ params.root }}:{{ params.root }}"]
+
+
+def test_constructor_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def refuse(*a: Any, **k: Any) -> None:
+        raise AssertionError("network I/O in the constructor")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    ContainerJobOperator(task_id="t", image="i", conn_id="ml_swarm_somewhere", secret_env={"A": "var://a"})
+
+
+# -- outcomes --------------------------------------------------------------------------------
+
+
+def test_success_streams_lines_returns_result_and_removes_the_job(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(PENDING), JobStatus(RUNNING), JobStatus(SUCCEEDED, 0)]
+    fake.lines = ["first line", "last line"]
+    fake.result_value = {"rows": 10}
+    op, _ = make(fake, environment={"WEEK": "2026-11-23"}, secret_env={"ERP_PASSWORD": "conn://erp/password"})
+    ctx = context()
+    assert op.execute(ctx) == {"rows": 10}
+    spec = fake.submitted[0]
+    assert spec.key.startswith("ml-markdown-pricing-train-3-")
+    assert spec.secret_env == {"ERP_PASSWORD": SECRET}
+    assert spec.env == {"WEEK": "2026-11-23"}
+    assert fake.cancelled == [spec.key]
+    assert ctx["ti"].pushed["job"]["key"] == spec.key
+    assert SECRET not in str(ctx["ti"].pushed)
+    out = capsys.readouterr().out
+    assert "first line" in out
+    assert "last line" in out
+    assert SECRET not in out
+
+
+def test_failure_carries_exit_code_and_last_lines_with_secrets_redacted() -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING), JobStatus(FAILED, 3, message="")]
+    fake.lines = [f"line {i}" for i in range(30)] + [f"connecting with {SECRET}"]
+    op, _ = make(fake, secret_env={"ERP_PASSWORD": "conn://erp/password"}, tail_lines=5)
+    with pytest.raises(ContainerJobFailed) as err:
+        op.execute(context())
+    text = str(err.value)
+    assert "exit code 3" in text
+    assert "line 29" in text
+    assert "line 25" not in text
+    assert SECRET not in text
+    assert "connecting with ***" in text
+    assert err.value.exit_code == 3
+    assert len(fake.cancelled) == 1
+
+
+def test_oom_is_reported_as_such() -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING), JobStatus(FAILED, 137, oom_killed=True)]
+    op, _ = make(fake, resources={"memory": "64Mi"})
+    with pytest.raises(ContainerJobFailed, match="memory limit") as err:
+        op.execute(context())
+    assert err.value.oom_killed
+    assert "OOM" in str(err.value)
+    assert "64 MiB" in str(err.value)
+
+
+def test_skip_on_exit_code_skips_and_cleans_up() -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING), JobStatus(FAILED, 99)]
+    op, _ = make(fake, skip_on_exit_code=[99])
+    with pytest.raises(AirflowSkipException):
+        op.execute(context())
+    assert len(fake.cancelled) == 1
+
+
+def test_startup_timeout_fails_with_a_hint_and_removes_the_job() -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(PENDING, message="no suitable node")]
+    op, _ = make(fake, startup_timeout=0.05)
+    with pytest.raises(ContainerJobFailed, match=r"still pending.*no suitable node"):
+        op.execute(context())
+    assert len(fake.cancelled) == 1
+
+
+def test_an_interrupt_while_waiting_removes_the_job() -> None:
+    class Boom(FakeBackend):
+        def follow(self, handle: Any) -> Any:
+            raise KeyboardInterrupt
+
+    fake = Boom()
+    fake.script = [JobStatus(RUNNING)]
+    op, _ = make(fake)
+    with pytest.raises(KeyboardInterrupt):
+        op.execute(context())
+    assert len(fake.cancelled) == 1
+
+
+def test_on_kill_is_idempotent() -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING)]
+    op, _ = make(fake)
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    op._handle = handle
+    op.on_kill()
+    op.on_kill()
+    assert fake.cancelled == ["k"]
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+def _previous(fake: FakeBackend, op: ContainerJobOperator, states: list[JobStatus], same: bool = True) -> str:
+    spec = op.build_spec(op._job_key(context()))
+    if not same:
+        spec = spec._replace(spec_hash="something-else")
+    fake.script = states
+    fake.submit(spec)
+    fake.submitted.clear()
+    return spec.key
+
+
+def test_retry_reattaches_to_the_running_job_of_the_previous_try() -> None:
+    fake = FakeBackend()
+    op, _ = make(fake)
+    key = _previous(fake, op, [JobStatus(RUNNING), JobStatus(RUNNING), JobStatus(SUCCEEDED, 0)])
+    fake.jobs[key].result = {"from": "previous try"}
+    assert op.execute(context()) == {"from": "previous try"}
+    assert fake.submitted == []
+
+
+def test_retry_takes_the_result_of_a_job_that_already_succeeded() -> None:
+    fake = FakeBackend()
+    op, _ = make(fake)
+    key = _previous(fake, op, [JobStatus(SUCCEEDED, 0)])
+    fake.jobs[key].result = {"done": True}
+    assert op.execute(context()) == {"done": True}
+    assert fake.submitted == []
+    assert fake.cancelled == [key]
+
+
+def test_retry_replaces_a_failed_job() -> None:
+    fake = FakeBackend()
+    op, _ = make(fake)
+    key = _previous(fake, op, [JobStatus(FAILED, 1)])
+    fake.script = [JobStatus(RUNNING), JobStatus(SUCCEEDED, 0)]
+    op.execute(context())
+    assert len(fake.submitted) == 1
+    assert fake.cancelled == [key, key]
+
+
+def test_retry_replaces_a_running_job_whose_definition_changed() -> None:
+    fake = FakeBackend()
+    op, _ = make(fake)
+    _previous(fake, op, [JobStatus(RUNNING)], same=False)
+    fake.script = [JobStatus(RUNNING), JobStatus(SUCCEEDED, 0)]
+    op.execute(context())
+    assert len(fake.submitted) == 1
+
+
+def test_spec_digest_ignores_secret_values() -> None:
+    a = JobSpec(key="k", image="i", secret_env={"P": "one"})
+    b = JobSpec(key="k", image="i", secret_env={"P": "two"})
+    c = JobSpec(key="k", image="i", secret_env={"Q": "one"})
+    assert spec_digest(a) == spec_digest(b) != spec_digest(c)
+    assert "one" not in spec_digest(a)
+
+
+# -- deferral --------------------------------------------------------------------------------
+
+
+def test_deferrable_submits_then_defers_with_the_handle_and_resumes() -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(PENDING), JobStatus(RUNNING)]
+    op, _ = make(fake, deferrable=True, secret_env={"P": "var://p"})
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context())
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ContainerJobTrigger)
+    _path, kwargs = trigger.serialize()
+    assert SECRET not in repr(kwargs)
+    assert kwargs["handle"]["key"] == fake.submitted[0].key
+    assert fake.cancelled == []  # deferring must not remove the job
+
+    fake.jobs[kwargs["handle"]["key"]].result = {"ok": 1}
+    event = {"status": "finished", "state": SUCCEEDED, "exit_code": 0, "oom_killed": False, "handle": kwargs["handle"]}
+    assert op.execute_complete(context(), event) == {"ok": 1}
+    assert len(fake.cancelled) == 1
+
+
+@pytest.mark.parametrize("event", [None, {}, {"status": "finished"}, "finished"])
+def test_execute_complete_rejects_malformed_events(event: Any) -> None:
+    op, _ = make()
+    with pytest.raises(MlProviderError, match="malformed"):
+        op.execute_complete(context(), event)
+
+
+def test_execute_complete_maps_failure_and_startup_timeout() -> None:
+    fake = FakeBackend()
+    op, _ = make(fake)
+    handle = {"backend": "fake", "key": "k", "job_id": "id-k"}
+    with pytest.raises(ContainerJobFailed, match="exit code 2"):
+        op.execute_complete(
+            context(), {"status": "finished", "state": FAILED, "exit_code": 2, "handle": handle, "tail": ["x"]}
+        )
+    op, _ = make(FakeBackend())
+    with pytest.raises(ContainerJobFailed, match="pending"):
+        op.execute_complete(
+            context(), {"status": "startup_timeout", "message": "still pending after 9 s", "handle": handle}
+        )
+
+
+# -- trigger ---------------------------------------------------------------------------------
+
+
+def _run_trigger(trigger: ContainerJobTrigger, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    async def backend(self: Any) -> FakeBackend:
+        return fake
+
+    monkeypatch.setattr(ContainerJobTrigger, "_backend", backend)
+
+    async def collect() -> list[Any]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def test_trigger_serialize_round_trips() -> None:
+    trigger = ContainerJobTrigger(
+        conn_id="c", handle={"backend": "docker", "key": "k", "job_id": "x", "spec_hash": "h"}, log_cursor=[5, 1]
+    )
+    path, kwargs = trigger.serialize()
+    assert path == "airflow_ml_provider.triggers.container.ContainerJobTrigger"
+    again = ContainerJobTrigger(**kwargs)
+    assert again.serialize() == (path, kwargs)
+
+
+def test_trigger_yields_one_finished_event_with_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING), JobStatus(RUNNING), JobStatus(FAILED, 4)]
+    fake.lines = [f"l{i}" for i in range(5)]
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict(), poll_interval=0.01, tail_lines=3)
+    events = _run_trigger(trigger, fake, monkeypatch)
+    assert len(events) == 1
+    assert events[0]["status"] == "finished"
+    assert events[0]["exit_code"] == 4
+    assert events[0]["tail"] == ["l2", "l3", "l4"]
+
+
+def test_trigger_startup_timeout_and_error_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(PENDING, message="no node")]
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict(), poll_interval=0.01, startup_timeout=0.03)
+    assert _run_trigger(trigger, fake, monkeypatch)[0]["status"] == "startup_timeout"
+
+    class Broken(FakeBackend):
+        def status(self, handle: Any) -> JobStatus:
+            raise ConnectionError("engine down")
+
+    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict(), poll_interval=0.01, max_errors=3)
+    events = _run_trigger(trigger, Broken(), monkeypatch)
+    assert events == [
+        {"status": "error", "message": "ConnectionError: engine down", "handle": handle.to_dict(), "tail": []}
+    ]
+
+
+def test_trigger_on_kill_cancels_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeBackend()
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict())
+
+    async def backend(self: Any) -> FakeBackend:
+        return fake
+
+    monkeypatch.setattr(ContainerJobTrigger, "_backend", backend)
+    asyncio.run(trigger.on_kill())
+    asyncio.run(trigger.on_kill())
+    assert fake.cancelled == ["k", "k"]
+    assert fake.jobs == {}
