@@ -1,0 +1,379 @@
+"""The code that runs inside the markdown-pricing training container (airflow_ml_provider.jobs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import lightgbm  # noqa: F401  (dev extra; a missing library must fail, not skip)
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_ml_provider.jobs import markdown_train, synthetic
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS_DIR = ROOT / "airflow_ml_provider" / "jobs"
+WEEK = "2026-11-23"
+ROUNDS = "50"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-JSON constant {name} in the result")
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(), parse_constant=_reject_constant)
+
+
+def run_job(tmp_path: Path, countries: str, *extra: str) -> tuple[int, Path]:
+    result = tmp_path / "xcom" / "result.json"
+    args = ["--data-root", str(tmp_path / "lake"), "--week", WEEK, "--countries", countries]
+    args += ["--result-path", str(result), "--num-boost-round", ROUNDS, *extra]
+    return markdown_train.main(args), result
+
+
+def run_subprocess(
+    args: list[str], pythonpath: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run with only ``pythonpath`` added to the path (``cwd`` too goes first on ``sys.path``)."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("ML_RESULT_PATH", "ML_NUM_THREADS")}
+    full_env.update(env or {}, PYTHONPATH=str(pythonpath))
+    return subprocess.run(args, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120, check=False)
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Path:
+    synthetic.write_week(str(tmp_path / "lake"), WEEK, ["DE", "FR"], rows_per_country=400, seed=1)
+    return tmp_path / "lake"
+
+
+# --- synthetic data ----------------------------------------------------------------------------
+
+
+def test_synthetic_layout_and_columns(tmp_path: Path) -> None:
+    path = synthetic.write_week(str(tmp_path), WEEK, ["DE", "FR"], rows_per_country=123, seed=3)
+    sales = tmp_path / WEEK / "sales"
+    assert path == str(sales)
+    assert sorted(p.name for p in sales.iterdir()) == ["_SUCCESS", "country=DE", "country=FR"]
+    assert [p.name for p in (tmp_path / WEEK).iterdir()] == ["sales"], "no temporary directory left behind"
+    marker = (sales / "_SUCCESS").stat().st_mtime_ns
+    for country in ("DE", "FR"):
+        part = sales / f"country={country}" / "part-0.parquet"
+        assert part.stat().st_mtime_ns <= marker
+        frame = pq.read_table(part).to_pandas()
+        assert list(frame.columns) == list(synthetic.SALES_COLUMNS)
+        assert len(frame) == 123
+        assert frame["sku"].str.startswith(f"{country}-SKU-").all()
+        assert set(frame["discount"].round(2)) <= set(markdown_train.MARKDOWN_GRID)
+        assert (frame["units_sold"] >= 0).all()
+        assert (frame["units_sold"] <= frame["stock"]).all()
+        assert frame.notna().all().all()
+    # Hive partitioning of the whole dataset gives the country back as a column.
+    table = pq.read_table(sales, partitioning="hive")
+    assert set(table.column("country").to_pylist()) == {"DE", "FR"}
+
+
+def test_synthetic_is_deterministic_and_demand_responds_to_markdowns(tmp_path: Path) -> None:
+    a = synthetic.make_country_frame("DE", WEEK, 2000, seed=7)
+    b = synthetic.make_country_frame("DE", WEEK, 2000, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(synthetic.make_country_frame("FR", WEEK, 2000, seed=7))
+    by_discount = a.groupby(a["discount"].round(2))["units_sold"].mean()
+    assert by_discount.loc[0.3:].mean() > 1.5 * by_discount.loc[0.0]
+
+
+def test_synthetic_replaces_an_existing_week(tmp_path: Path) -> None:
+    synthetic.write_week(str(tmp_path), WEEK, ["DE", "FR"], rows_per_country=50)
+    synthetic.write_week(str(tmp_path), WEEK, ["IT"], rows_per_country=50)
+    assert sorted(p.name for p in (tmp_path / WEEK).iterdir()) == ["sales"]
+    assert sorted(p.name for p in (tmp_path / WEEK / "sales").iterdir()) == ["_SUCCESS", "country=IT"]
+
+
+@pytest.mark.parametrize(
+    ("week", "countries"), [("2026-13-01", ["DE"]), ("../x", ["DE"]), (WEEK, ["../DE"]), (WEEK, [])]
+)
+def test_synthetic_refuses_bad_arguments(tmp_path: Path, week: str, countries: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"week|country"):
+        synthetic.write_week(str(tmp_path), week, countries)
+    assert not (tmp_path / WEEK).exists() or not any((tmp_path / WEEK).iterdir())
+
+
+def test_synthetic_cli(tmp_path: Path) -> None:
+    proc = run_subprocess(
+        [sys.executable, "-m", "airflow_ml_provider.jobs.synthetic", "--root", str(tmp_path), "--week", WEEK,
+         "--countries", "DE,FR", "--rows-per-country", "40"],
+        ROOT,
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / WEEK / "sales" / "_SUCCESS").exists()
+    assert (tmp_path / WEEK / "sales" / "country=FR" / "part-0.parquet").exists()
+
+
+# --- training job, in-process ------------------------------------------------------------------
+
+
+def test_job_writes_predictions_and_result(lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, result_path = run_job(tmp_path, "DE,FR")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith(f"markdown_train: start countries=DE,FR week={WEEK}")
+    assert lines[-1].startswith(f"markdown_train: done countries=DE,FR week={WEEK}")
+    assert all(line.startswith("markdown_train: ") for line in lines)
+
+    result = load_result(result_path)
+    assert result["week"] == WEEK
+    assert isinstance(result["num_threads"], int)
+    assert result["num_threads"] >= 1
+    assert set(result["countries"]) == {"DE", "FR"}
+    for country, entry in result["countries"].items():
+        directory = lake / WEEK / "predictions" / f"country={country}"
+        assert entry["predictions_path"] == str(directory / "part-0.parquet")
+        assert entry["rows"] == 400
+        assert isinstance(entry["rmse_holdout"], float)
+        assert math.isfinite(entry["rmse_holdout"])
+        assert entry["rmse_holdout"] > 0
+        assert 0.0 <= entry["mean_markdown"] <= 0.5
+        assert sorted(p.name for p in directory.iterdir()) == ["_SUCCESS", "part-0.parquet"]
+        assert (directory / "_SUCCESS").stat().st_mtime_ns >= (directory / "part-0.parquet").stat().st_mtime_ns
+
+        predictions = pq.read_table(directory / "part-0.parquet").to_pandas()
+        assert list(predictions.columns) == list(markdown_train.PREDICTION_COLUMNS)
+        assert len(predictions) == entry["skus"] == 50
+        assert predictions["sku"].is_unique
+        assert set(predictions["recommended_markdown"]) <= set(markdown_train.MARKDOWN_GRID)
+        assert predictions[["expected_units", "expected_revenue"]].notna().all().all()
+        # The recommendation maximizes expected revenue, so it never does worse than no markdown.
+        assert (predictions["expected_revenue"] >= predictions["revenue_at_no_markdown"] - 1e-9).all()
+        assert (predictions["expected_units"] <= predictions["stock"] + 1e-9).all()
+        assert entry["mean_markdown"] == pytest.approx(predictions["recommended_markdown"].mean(), abs=1e-4)
+    # The recommendations differ between SKUs (it is not a constant answer).
+    assert predictions["recommended_markdown"].nunique() > 1
+    # Nothing shared between groups of countries.
+    assert not (lake / WEEK / "predictions" / "_SUCCESS").exists()
+
+
+def test_job_result_path_from_environment(lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "deep" / "er" / "result.json"
+    monkeypatch.setenv("ML_RESULT_PATH", str(target))
+    args = ["--data-root", str(lake), "--week", WEEK, "--countries", "FR", "--num-boost-round", "5"]
+    assert markdown_train.main(args) == 0
+    assert list(load_result(target)["countries"]) == ["FR"]
+
+
+def test_rerun_replaces_predictions(lake: Path, tmp_path: Path) -> None:
+    assert run_job(tmp_path, "DE")[0] == 0
+    assert run_job(tmp_path, "DE")[0] == 0
+    directory = lake / WEEK / "predictions" / "country=DE"
+    assert sorted(p.name for p in directory.iterdir()) == ["_SUCCESS", "part-0.parquet"]
+
+
+def test_missing_country_exits_2_naming_it(lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, result_path = run_job(tmp_path, "DE,XX")
+    captured = capsys.readouterr()
+    assert code == 2
+    expected = str(lake / WEEK / "sales" / "country=XX")
+    assert "country XX" in captured.err
+    assert expected in captured.err
+    lines = captured.out.strip().splitlines()
+    assert lines[0].startswith("markdown_train: start countries=DE,XX")
+    assert lines[-1].startswith("markdown_train: failed exit=2")
+    assert expected in lines[-1]
+    assert not result_path.exists(), "no result for a failed run"
+    assert not (lake / WEEK / "predictions" / "country=XX").exists()
+    # The other countries of the group are still attempted.
+    assert (lake / WEEK / "predictions" / "country=DE" / "_SUCCESS").exists()
+
+
+def test_missing_column_is_a_clear_error(lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    part = lake / WEEK / "sales" / "country=FR" / "part-0.parquet"
+    pq.write_table(pq.read_table(part).drop(["discount", "stock"]), part)
+    code, _ = run_job(tmp_path, "FR")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{part}: missing column(s) discount, stock" in err
+    assert not (lake / WEEK / "predictions" / "country=FR").exists()
+
+
+def test_non_numeric_column_and_empty_partition(lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    part = lake / WEEK / "sales" / "country=FR" / "part-0.parquet"
+    frame = pq.read_table(part).to_pandas()
+    frame["base_price"] = frame["base_price"].astype(str)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), part)
+    shutil.rmtree(lake / WEEK / "sales" / "country=DE")
+    (lake / WEEK / "sales" / "country=DE").mkdir()
+    code, _ = run_job(tmp_path, "FR,DE")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "column base_price must be numeric" in err
+    assert f"country DE: no data for week {WEEK}: no *.parquet file in" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--week", "2026-11-31", "--countries", "DE"],
+        ["--week", WEEK, "--countries", " , "],
+        ["--week", WEEK, "--countries", "DE/../FR"],
+        ["--week", WEEK],
+        ["--week", WEEK, "--countries", "DE", "--num-boost-round", "0"],
+    ],
+)
+def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code = markdown_train.main(["--data-root", str(tmp_path), *args])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 2
+    assert out[0].startswith("markdown_train: start")
+    assert out[-1].startswith("markdown_train: failed exit=2")
+
+
+def test_nan_predictions_fail_and_write_nothing(
+    lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_fit = markdown_train._fit
+
+    class NanModel:
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        def predict(self, features: Any) -> Any:
+            values = np.asarray(self.model.predict(features), dtype="float64")
+            values[3] = float("nan")
+            return values
+
+    monkeypatch.setattr(markdown_train, "_fit", lambda *a: NanModel(real_fit(*a)))
+    code, result_path = run_job(tmp_path, "DE")
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "country DE: non-finite predictions for 1 SKU(s)" in captured.err
+    assert captured.out.strip().splitlines()[-1].startswith("markdown_train: failed exit=1")
+    assert not (lake / WEEK / "predictions" / "country=DE").exists()
+    assert not result_path.exists()
+
+
+def test_rows_without_target_are_dropped(lake: Path, tmp_path: Path) -> None:
+    part = lake / WEEK / "sales" / "country=DE" / "part-0.parquet"
+    frame = pq.read_table(part).to_pandas()
+    frame["units_sold"] = frame["units_sold"].astype("float64")
+    frame.loc[:9, "units_sold"] = float("nan")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), part)
+    code, result_path = run_job(tmp_path, "DE")
+    assert code == 0
+    assert load_result(result_path)["countries"]["DE"]["rows"] == 390
+
+
+def test_a_country_is_fast(lake: Path, tmp_path: Path) -> None:
+    """400 rows and 50 boosting rounds: typically 0.05 to 0.1 s (lightgbm's import is not counted)."""
+    code, result_path = run_job(tmp_path, "DE")
+    assert code == 0
+    assert load_result(result_path)["countries"]["DE"]["seconds"] < 1.0
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("200000 100000\n", 2),
+        ("150000 100000", 2),
+        ("50000 100000", 1),
+        ("max 100000\n", None),
+        ("", None),
+        ("x y", None),
+    ],
+)
+def test_cgroup_cpu_limit(tmp_path: Path, content: str, expected: int | None) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(content)
+    assert markdown_train.cgroup_cpu_limit(str(cpu_max)) == expected
+
+
+def test_num_threads(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000")
+    assert markdown_train.num_threads({}, str(cpu_max)) == 1
+    assert markdown_train.num_threads({"ML_NUM_THREADS": "3"}, str(cpu_max)) == 3
+    assert markdown_train.num_threads({}, str(tmp_path / "absent")) == markdown_train.available_cpus()
+    with pytest.raises(markdown_train.BadInputError, match="ML_NUM_THREADS"):
+        markdown_train.num_threads({"ML_NUM_THREADS": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("rows", "limit", "explicit", "expected"),
+    [(400, 8, False, 1), (400, 8, True, 8), (100_000, 8, False, 5), (10**7, 8, False, 8), (10**7, 2, False, 2)],
+)
+def test_small_data_gets_few_threads(rows: int, limit: int, explicit: bool, expected: int) -> None:
+    assert markdown_train.threads_for(rows, limit, explicit) == expected
+
+
+# --- training job, as the container runs it ----------------------------------------------------
+
+
+def test_subprocess_run(lake: Path, tmp_path: Path) -> None:
+    result_path = tmp_path / "xcom" / "result.json"
+    proc = run_subprocess(
+        [sys.executable, "-m", "airflow_ml_provider.jobs.markdown_train", "--data-root", str(lake), "--week", WEEK,
+         "--countries", "DE,FR", "--result-path", str(result_path), "--num-boost-round", ROUNDS],
+        ROOT,
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith(f"markdown_train: start countries=DE,FR week={WEEK}")
+    assert lines[-1].startswith(f"markdown_train: done countries=DE,FR week={WEEK}")
+    assert set(load_result(result_path)["countries"]) == {"DE", "FR"}
+
+
+def test_subprocess_missing_country_exits_2(lake: Path, tmp_path: Path) -> None:
+    proc = run_subprocess(
+        [sys.executable, "-m", "airflow_ml_provider.jobs.markdown_train", "--data-root", str(lake), "--week", WEEK,
+         "--countries", "IT", "--result-path", str(tmp_path / "r.json")],
+        ROOT,
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"country IT: no data for week {WEEK}: {lake / WEEK / 'sales' / 'country=IT'} does not exist" in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("markdown_train: failed exit=2")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_runs_like_in_the_image_without_airflow(lake: Path, tmp_path: Path) -> None:
+    """Only the jobs directory and an empty package __init__, and `import airflow` fails."""
+    image = tmp_path / "image"
+    shutil.copytree(JOBS_DIR, image / "airflow_ml_provider" / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    (image / "airflow_ml_provider" / "__init__.py").write_text("")
+    package_init = str(image / "airflow_ml_provider" / "__init__.py")
+    launcher = textwrap.dedent(
+        f"""
+        import runpy, sys
+        sys.modules["airflow"] = None  # any `import airflow...` now raises ImportError
+        import airflow_ml_provider
+        assert airflow_ml_provider.__file__ == {package_init!r}, airflow_ml_provider.__file__
+        sys.argv[0] = "markdown_train"
+        runpy.run_module("airflow_ml_provider.jobs.markdown_train", run_name="__main__")
+        """
+    )
+    result_path = tmp_path / "xcom" / "result.json"
+    proc = run_subprocess(
+        [sys.executable, "-c", launcher, "--data-root", str(lake), "--week", WEEK, "--countries", "FR",
+         "--num-boost-round", "10"],
+        image,
+        tmp_path,
+        env={"ML_RESULT_PATH": str(result_path), "ML_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = load_result(result_path)
+    assert result["num_threads"] == 1
+    assert list(result["countries"]) == ["FR"]
