@@ -76,3 +76,53 @@ def proxy(hdfs: Any) -> Iterator[CountingProxy]:
     """A request-counting proxy in front of the single NameNode."""
     with CountingProxy(hdfs.namenode_urls[0]) as p:
         yield p
+
+
+@pytest.fixture(scope="session")
+def docker_images() -> dict[str, str]:
+    """A running dockerd (installed and started by scripts/dockerd.sh) and the locally built images.
+
+    Returns ``{"base": tag, "train": tag}``.
+    """
+    try:
+        from tests.infra import docker_bed
+
+        docker_bed.ensure_dockerd()
+        return {"base": docker_bed.ensure_base_image(), "train": docker_bed.ensure_train_image()}
+    except Exception as e:
+        service_unavailable(f"could not start dockerd or build the test images: {type(e).__name__}: {e}")
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_images: dict[str, str]) -> dict[str, str]:
+    """The local engine as a one-node Swarm manager (``docker swarm init``); returns the image tags."""
+    try:
+        from tests.infra import docker_bed
+
+        docker_bed.ensure_swarm()
+    except Exception as e:
+        service_unavailable(f"could not initialise Docker Swarm: {type(e).__name__}: {e}")
+    return docker_images
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[Any]:
+    """A real ``mlflow server`` on 127.0.0.1: SQLite store and proxied artifacts under
+    ``.testbed/mlflow/session-<pid>`` (one directory per pytest process, since sessions run
+    concurrently; directories of dead sessions are removed first).
+    """
+    import os  # (imported here: this block was appended to the module)
+
+    try:
+        from tests.infra import mlflow_bed
+
+        root = TESTBED / "mlflow"
+        mlflow_bed.clean_sessions(root)
+        base = root / f"session-{os.getpid()}"
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(parents=True)
+        server = mlflow_bed.start_mlflow(base)
+    except Exception as e:  # any failure to start is "service unavailable"
+        service_unavailable(f"could not start the MLflow test bed: {type(e).__name__}: {e}")
+    yield server
+    server.stop()

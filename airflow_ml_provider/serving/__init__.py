@@ -1,0 +1,1 @@
+"""Model serving helpers (the router run in front of deployed model containers)."""

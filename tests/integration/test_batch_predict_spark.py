@@ -1,0 +1,286 @@
+"""MlflowBatchPredictOperator(engine="spark") with a real local SparkSession and real MLflow models.
+
+Spark sessions are slow to start (5-15 s), so the tests that do not check the operator's own session
+share one (``spark``), which the operator then reuses and must leave running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
+from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
+]
+CTX: Any = {}
+
+
+def op(**kw: Any) -> MlflowBatchPredictOperator:
+    kw.setdefault("model_uri", "models:/lin@champion")
+    kw.setdefault("engine", "spark")
+    return MlflowBatchPredictOperator(task_id="score", **kw)
+
+
+def active_context() -> Any:
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    pytest.importorskip("pyspark")
+    from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
+
+    before = mlflow_env_snapshot()
+    store = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CONN_ENV, mlflow_conn_json(store))
+        yield log_local_models(store)
+    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
+
+
+@pytest.fixture
+def conn(models: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from tests.unit.batch_predict_support import CONN_ENV
+
+    monkeypatch.setenv(CONN_ENV, models.conn_json)
+    return models
+
+
+@pytest.fixture(scope="module")
+def _stop_spark_at_end() -> Iterator[None]:
+    yield
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+    # and the JVM, while logging still works (py4j logs from __del__ otherwise, at interpreter exit)
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
+@pytest.fixture
+def spark(_stop_spark_at_end: None) -> Any:
+    """A session shared by the tests that use it, built with the operator's own settings."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is None:
+        session, _ = op(input_path="/in", output_path="/out")._spark_session()
+    return session
+
+
+def dataset(root: Path, sizes: dict[str, int]) -> Any:
+    """Hive-partitioned input ``root/country=XX/part-0.parquet`` (plus a ``_SUCCESS`` to skip)."""
+    import pandas as pd
+
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    frames = []
+    start = 0
+    for i, (country, rows) in enumerate(sorted(sizes.items())):
+        frame = make_frame(rows, seed=i, start_id=start)
+        write_parquet(frame, root / f"country={country}" / "part-0.parquet", row_group_size=70)
+        frames.append(frame.assign(country=country))
+        start += rows
+    (root / "_SUCCESS").touch()
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_output(path: Path) -> Any:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    parts = sorted(path.glob("part-*.parquet"))
+    frame = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+    return frame.sort_values("id", ignore_index=True)
+
+
+def siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# -- no Spark needed --------------------------------------------------------------------------
+
+
+def test_engine_arguments_and_hdfs_paths_are_checked() -> None:
+    with pytest.raises(InvalidSpecError, match=r"engine='dask' is not one of \['pandas', 'spark'\]"):
+        op(input_path="/in", output_path="/out", engine="dask")
+    with pytest.raises(InvalidSpecError, match="spark_conf="):
+        op(input_path="/in", output_path="/out", spark_conf=[("spark.driver.memory", "1g")])
+    with pytest.raises(InvalidSpecError, match="spark_master=''"):
+        op(input_path="/in", output_path="/out", spark_master="")
+    for kwargs in (
+        {"input_path": "hdfs:///data/in", "output_path": "/out"},
+        {"input_path": "/data/in", "output_path": "/out", "hdfs_conn_id": "lake"},
+    ):
+        with pytest.raises(InvalidSpecError) as e:
+            op(**kwargs)
+        assert "engine='spark'" in str(e.value)
+        assert "engine='pandas'" in str(e.value)
+    # the pandas engine still takes HDFS; a templated HDFS path fails when the task runs, before any I/O
+    op(input_path="hdfs:///data/in", output_path="/out", engine="pandas")
+    templated = op(input_path="/in", output_path="{{ params.out }}")
+    templated.output_path = "hdfs:///data/out"
+    with pytest.raises(InvalidSpecError, match=r"output_path \(hdfs:///data/out\) is on HDFS"):
+        templated.execute(CTX)
+
+
+def test_signature_mismatch_fails_before_spark_starts(
+    conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyspark.sql import SparkSession
+
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    created: list[Any] = []
+    real = SparkSession.Builder.getOrCreate
+
+    def recording_get_or_create(builder: Any) -> Any:
+        created.append(builder)
+        return real(builder)
+
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", recording_get_or_create)
+    write_parquet(make_frame(10), tmp_path / "in" / "p0.parquet")
+    write_parquet(make_frame(10).drop(columns=["c"]), tmp_path / "in" / "p1.parquet")
+    out = tmp_path / "out"
+    with pytest.raises(InvalidSpecError) as e:
+        op(input_path=str(tmp_path / "in"), output_path=str(out)).execute(CTX)
+    assert "p1.parquet" in str(e.value)
+    assert "['c']" in str(e.value)
+    assert "Nothing was written" in str(e.value)
+    assert created == []
+    assert SparkSession.getActiveSession() is None
+    assert active_context() is None
+    assert not out.exists()
+    assert siblings(out) == []
+
+
+# -- the operator's own session -----------------------------------------------------------------
+
+
+def test_nan_predictions_fail_keep_the_old_output_and_stop_the_own_session(conn: Any, tmp_path: Path) -> None:
+    from pyspark.sql import SparkSession
+
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    if (session := SparkSession.getActiveSession()) is not None:
+        session.stop()  # so that the operator creates its own
+    frame = make_frame(300)
+    frame["a"] = frame["a"] * 0.5
+    frame.loc[[57, 157], "a"] = 0.95  # the NanModel predicts NaN there
+    write_parquet(frame, tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-00000.parquet").write_bytes(b"old")
+    (out / "_SUCCESS").touch()
+    before = snapshot(out)
+
+    with pytest.raises(MlProviderError) as e:
+        op(model_uri="models:/nan@champion", input_path=f"file://{tmp_path / 'in.parquet'}",
+           output_path=f"file://{out}", spark_conf={"spark.sql.shuffle.partitions": 2}).execute(CTX)  # fmt: skip
+    message = str(e.value)
+    assert "2 NaN" in message
+    assert "out of 300 rows" in message
+    assert "'id': 57" in message or "'id': 157" in message
+    assert "Nothing was written" in message
+    assert snapshot(out) == before
+    assert siblings(out) == []
+    assert active_context() is None, "the operator did not stop the SparkSession it created"
+
+
+# -- a shared session -------------------------------------------------------------------------------
+
+
+def test_spark_output_equals_pandas_output_and_success_is_written_last(
+    conn: Any, spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from airflow_ml_provider.operators import batch_predict
+
+    dataset(tmp_path / "in", {"FR": 250, "DE": 130, "IT": 40})
+    pandas_out = tmp_path / "pandas"
+    op(input_path=str(tmp_path / "in"), output_path=str(pandas_out), engine="pandas", chunk_rows=100).execute(CTX)
+
+    calls: list[tuple[str, str]] = []
+    rename, touch = batch_predict._LocalFs.rename, batch_predict._LocalFs.touch
+
+    def recording_rename(fs: Any, src: str, dst: str) -> None:
+        calls.append(("rename", dst))
+        rename(fs, src, dst)
+
+    def recording_touch(fs: Any, path: str) -> None:
+        calls.append(("touch", path))
+        touch(fs, path)
+
+    monkeypatch.setattr(batch_predict._LocalFs, "rename", recording_rename)
+    monkeypatch.setattr(batch_predict._LocalFs, "touch", recording_touch)
+    out = tmp_path / "scores" / "day=1"
+    result = op(input_path=str(tmp_path / "in"), output_path=f"file://{out}").execute(CTX)
+
+    assert calls == [("rename", str(out)), ("touch", str(out / "_SUCCESS"))]
+    assert result["rows"] == 420
+    assert result["model_uri"] == "models:/lin@champion"
+    assert result["output_path"] == f"file://{out}"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["_SUCCESS"] + [f"part-{i:05d}.parquet" for i in range(result["files"])]
+    success = (out / "_SUCCESS").stat()
+    assert success.st_size == 0
+    assert all(success.st_mtime_ns >= p.stat().st_mtime_ns for p in out.glob("part-*"))
+    assert siblings(out) == []
+
+    got, expected = read_output(out), read_output(pandas_out)
+    assert list(got.columns) == list(expected.columns) == ["id", "a", "b", "c", "country", "prediction"]
+    assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+    pd.testing.assert_frame_equal(got.drop(columns="prediction"), expected.drop(columns="prediction"))
+    np.testing.assert_allclose(got["prediction"].to_numpy(), expected["prediction"].to_numpy(), rtol=1e-12)
+    assert spark.sparkContext._jsc is not None, "the operator stopped a SparkSession it did not create"
+    assert active_context() is not None
+
+
+def test_rerun_replaces_the_output_atomically(conn: Any, spark: Any, tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.unit.batch_predict_support import FEATURES, make_frame, write_parquet
+
+    out = tmp_path / "out"
+    write_parquet(make_frame(30), tmp_path / "a" / "x.parquet")
+    write_parquet(make_frame(30, start_id=30), tmp_path / "a" / "y.parquet")
+    first = op(input_path=str(tmp_path / "a"), output_path=str(out), passthrough_columns=["id"],
+               prediction_column="score").execute(CTX)  # fmt: skip
+    assert first["rows"] == 60
+    assert read_output(out)["id"].tolist() == list(range(60))
+    old_inode = out.stat().st_ino
+
+    frame = make_frame(12, start_id=1000)
+    write_parquet(frame, tmp_path / "b" / "x.parquet")
+    result = op(input_path=str(tmp_path / "b"), output_path=str(out), passthrough_columns=["id"],
+                prediction_column="score").execute(CTX)  # fmt: skip
+    assert result["rows"] == 12
+    assert out.stat().st_ino != old_inode  # a new directory renamed in, not files overwritten in place
+    assert siblings(out) == []
+    assert not [p.name for p in out.iterdir() if p.name != "_SUCCESS" and not p.name.startswith("part-")]
+    got = read_output(out)
+    assert list(got.columns) == ["id", "score"]
+    assert got["id"].tolist() == list(range(1000, 1012))
+    np.testing.assert_allclose(got["score"], conn.sklearn_model.predict(frame[list(FEATURES)]), rtol=1e-12)
+    assert os.path.getsize(out / "_SUCCESS") == 0

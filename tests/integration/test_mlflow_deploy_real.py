@@ -1,0 +1,288 @@
+"""Blue/green model serving against a real MLflow server and the real Docker engine.
+
+The serving image is built locally (``tests/infra/serve_image.py``); model containers download the
+registered model from the test bed's MLflow server over host networking.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import socket
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_ml_provider.backends.base import BackendError
+from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES, MlflowHook
+from airflow_ml_provider.operators.mlflow_deploy import (
+    LABEL_ENDPOINT,
+    LABEL_ROLE,
+    LABEL_VERSION,
+    MlflowDeployModelOperator,
+    ModelDeployError,
+    remove_endpoint,
+)
+from airflow_ml_provider.operators.mlflow_registry import MlflowRegisterModelOperator
+from tests.conftest import service_unavailable
+
+pytestmark = pytest.mark.integration
+
+
+class TI:
+    dag_id = "ml_serving"
+    task_id = "deploy"
+    run_id = "manual__2026-11-23T08:00:00+00:00"
+    map_index = -1
+
+
+def ctx() -> Any:
+    return {"ti": TI()}
+
+
+@pytest.fixture(scope="module")
+def serve_image(docker_images: dict[str, str]) -> str:
+    try:
+        from tests.infra.serve_image import ensure_serve_image
+
+        return ensure_serve_image()
+    except Exception as e:
+        service_unavailable(f"could not build the serve image: {type(e).__name__}: {e}")
+
+
+@pytest.fixture
+def conn(mlflow_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ML_MLFLOW_DEFAULT",
+        json.dumps({"conn_type": "ml_mlflow", "host": mlflow_server.url, "extra": {"max_retries": 1, "timeout": 10}}),
+    )
+    for name in SCOPED_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield "ml_mlflow_default"
+    leaked = [name for name in SCOPED_VARIABLES if name in os.environ]
+    assert leaked == [], f"MLflow variables left in the environment: {leaked}"
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 both free on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return int(port)
+    raise RuntimeError("no free port pair")
+
+
+def endpoint_containers(endpoint: str) -> list[Any]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        return list(client.containers.list(all=True, filters={"label": f"{LABEL_ENDPOINT}={endpoint}"}))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def endpoint(serve_image: str, conn: str) -> Iterator[tuple[str, int]]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    yield name, free_port_pair()
+    removed = remove_endpoint(name)
+    assert endpoint_containers(name) == [], f"containers of {name} left after remove_endpoint ({removed})"
+
+
+def experiment_id() -> str:
+    client = MlflowHook().get_client()
+    experiment = client.get_experiment_by_name("deploy-tests")
+    return experiment.experiment_id if experiment else client.create_experiment("deploy-tests")
+
+
+def log_linear(slope: float) -> str:
+    """Log y = slope * x0 (a LinearRegression on columns a, b); returns the runs:/ URI."""
+    import mlflow
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    x = pd.DataFrame({"a": [float(i) for i in range(10)], "b": [float(i % 3) for i in range(10)]})
+    # never mlflow.set_experiment: it writes os.environ
+    with MlflowHook().scoped(), mlflow.start_run(experiment_id=experiment_id()) as run:
+        mlflow.sklearn.log_model(LinearRegression().fit(x, x["a"] * slope), name="model", input_example=x.head(2))
+    return f"runs:/{run.info.run_id}/model"
+
+
+BROKEN_MODEL = textwrap.dedent(
+    """
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+
+    class Broken(PythonModel):
+        def load_context(self, context):
+            raise RuntimeError("this model is broken on purpose")
+
+        def predict(self, context, model_input):
+            return model_input
+
+
+    mlflow.models.set_model(Broken())
+    """
+)
+
+
+def log_broken(tmp_path: Path) -> str:
+    """A pyfunc model (from code) whose loading raises."""
+    import mlflow
+
+    code = tmp_path / "broken_model.py"
+    code.write_text(BROKEN_MODEL)
+    with MlflowHook().scoped(), mlflow.start_run(experiment_id=experiment_id()) as run:
+        mlflow.pyfunc.log_model(name="model", python_model=str(code), pip_requirements=["mlflow"])
+    return f"runs:/{run.info.run_id}/model"
+
+
+def register_and_promote(name: str, uri: str) -> str:
+    version = str(MlflowRegisterModelOperator(task_id="register", name=name, model_uri=uri).execute(ctx())["version"])
+    with MlflowHook().scoped():
+        MlflowHook().get_client().set_registered_model_alias(name, "champion", version)
+    return version
+
+
+def deploy(name: str, endpoint: tuple[str, int], **kw: Any) -> dict[str, Any]:
+    kw.setdefault("resources", {"cpus": 1, "memory": "1Gi"})
+    kw.setdefault("health_timeout", 120)
+    op = MlflowDeployModelOperator(task_id="deploy", name=name, endpoint_name=endpoint[0], port=endpoint[1], **kw)
+    return op.execute(ctx())
+
+
+BODY = json.dumps({"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0], [4.0, 0.0]]}})
+
+
+def predict(port: int, conn: http.client.HTTPConnection | None = None) -> list[float]:
+    own = conn is None
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("POST", "/invocations", body=BODY, headers={"Content-Type": "application/json"})
+        resp = c.getresponse()
+        data = resp.read()
+        assert resp.status == 200, data
+        return [round(float(v), 6) for v in json.loads(data)["predictions"]]
+    finally:
+        if own:
+            c.close()
+
+
+class Load:
+    """Steady requests through the endpoint from two clients: one keep-alive connection, one new
+    connection per request. Records every outcome with its time."""
+
+    def __init__(self, port: int, period: float = 0.01, limit: int = 20000) -> None:
+        self.port, self.period, self.limit = port, period, limit
+        self.ok: list[tuple[float, list[float]]] = []
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(keep,)) for keep in (True, False)]
+
+    def _loop(self, keep_alive: bool) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10) if keep_alive else None
+        while not self._stop.is_set() and len(self.ok) + len(self.failed) < self.limit:
+            try:
+                self.ok.append((time.monotonic(), predict(self.port, conn)))
+            except (OSError, http.client.HTTPException, AssertionError) as e:
+                self.failed.append(f"{'keep-alive' if keep_alive else 'new conn'}: {type(e).__name__}: {e}")
+                if conn is not None:
+                    conn.close()
+            time.sleep(self.period)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    @property
+    def longest_gap(self) -> float:
+        stamps = sorted(t for t, _ in self.ok)
+        return max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
+
+
+def test_deploy_invoke_noop_and_blue_green_under_load(endpoint: tuple[str, int]) -> None:
+    ep, port = endpoint
+    name = f"pricing-{uuid.uuid4().hex[:8]}"
+    v1 = register_and_promote(name, log_linear(2.0))
+
+    t0 = time.monotonic()
+    first = deploy(name, endpoint)
+    first_s = time.monotonic() - t0
+    assert first["endpoint"] == f"http://127.0.0.1:{port}"
+    assert (first["name"], first["version"], first["previous_version"], first["changed"]) == (name, v1, None, True)
+    assert predict(port) == [2.0, 8.0]
+    roles = sorted(c.labels[LABEL_ROLE] for c in endpoint_containers(ep))
+    assert roles == ["model", "router"]
+
+    again = deploy(name, endpoint)  # the alias did not move: nothing to do
+    assert again["changed"] is False
+    assert again["container"] == first["container"]
+    assert predict(port) == [2.0, 8.0]
+
+    v2 = register_and_promote(name, log_linear(3.0))
+    with Load(port) as load:
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        second = deploy(name, endpoint)
+        switch_s = time.monotonic() - t0
+        time.sleep(1.0)
+    answers = [p for _, p in load.ok]
+    print(
+        f"\nblue/green v{v1}->v{v2}: first deploy {first_s:.1f} s, redeploy {switch_s:.1f} s, "
+        f"{len(load.ok)} requests ok, {len(load.failed)} failed, longest gap between successes "
+        f"{load.longest_gap * 1000:.0f} ms"
+    )
+    assert load.failed == []
+    assert (second["version"], second["previous_version"], second["changed"]) == (v2, v1, True)
+    assert second["container"] != first["container"]
+    assert set(map(tuple, answers)) == {(2.0, 8.0), (3.0, 12.0)}
+    assert answers[-1] == [3.0, 12.0]
+    models = [c for c in endpoint_containers(ep) if c.labels[LABEL_ROLE] == "model"]
+    assert [c.id for c in models] == [second["container"]]  # the old one was removed
+    assert load.longest_gap < 5.0  # reported above; generous: a 2-CPU VM starts the new container meanwhile
+
+
+def test_a_version_that_does_not_load_leaves_the_old_one_serving(endpoint: tuple[str, int], tmp_path: Path) -> None:
+    ep, port = endpoint
+    name = f"pricing-{uuid.uuid4().hex[:8]}"
+    v1 = register_and_promote(name, log_linear(2.0))
+    first = deploy(name, endpoint)
+    broken = register_and_promote(name, log_broken(tmp_path))
+
+    with pytest.raises(ModelDeployError) as err:
+        deploy(name, endpoint, health_timeout=90)
+    message = str(err.value)
+    assert f"version {broken}" in message
+    assert "broken on purpose" in message  # the container's log tail
+    assert predict(port) == [2.0, 8.0]
+    models = [c for c in endpoint_containers(ep) if c.labels[LABEL_ROLE] == "model"]
+    assert [(c.id, c.labels[LABEL_VERSION]) for c in models] == [(first["container"], v1)]
+
+    with pytest.raises(BackendError, match="no-such-tag"):  # an image that does not exist
+        deploy(name, endpoint, image="airflow-ml-provider/serve:no-such-tag")
+    assert predict(port) == [2.0, 8.0]
+    assert len(endpoint_containers(ep)) == 2

@@ -1,0 +1,283 @@
+"""MlflowBatchPredictOperator: parse-time checks, cheap import, and scoring with real models in a local store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
+from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
+
+CTX: Any = {}
+
+
+def op(**kw: Any) -> MlflowBatchPredictOperator:
+    kw.setdefault("model_uri", "models:/lin@champion")
+    kw.setdefault("input_path", "/data/in")
+    kw.setdefault("output_path", "/data/out")
+    return MlflowBatchPredictOperator(task_id="score", **kw)
+
+
+# -- parse time --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"chunk_rows": 0}, ["chunk_rows=0", "e.g. chunk_rows=100_000"]),
+        ({"chunk_rows": True}, ["chunk_rows=True"]),
+        ({"chunk_rows": "1000"}, ["chunk_rows='1000'"]),
+        ({"input_path": "data/in"}, ["input_path='data/in'", "not absolute", "e.g."]),
+        ({"input_path": "/data/../in"}, ["input_path=", "'..'"]),
+        ({"output_path": "s3://bucket/out"}, ["output_path='s3://bucket/out'", "scheme 's3'"]),
+        ({"output_path": ""}, ["output_path=''", "e.g."]),
+        ({"output_path": "/data/in/scores"}, ["output_path='/data/in/scores'", "overlaps input_path"]),
+        ({"model_uri": "churn"}, ["model_uri='churn'", "models:/churn@champion"]),
+        ({"model_uri": "models:/churn"}, ["model_uri='models:/churn'", "models:/<name>@<alias>"]),
+        ({"model_uri": "models:/churn@"}, ["model_uri='models:/churn@'"]),
+        ({"model_uri": "runs:/abc123"}, ["runs:/<run_id>/model"]),
+        ({"passthrough_columns": "id"}, ["passthrough_columns='id'", "['customer_id']"]),
+        ({"passthrough_columns": ["id", "prediction"]}, ["'prediction'", "prediction_column="]),
+        ({"prediction_column": ""}, ["prediction_column=''", "e.g. 'prediction'"]),
+        ({"mlflow_conn_id": ""}, ["mlflow_conn_id=''", "ml_mlflow_default"]),
+    ],
+)
+def test_static_arguments_are_checked_at_parse_time(kwargs: dict[str, Any], names: list[str]) -> None:
+    with pytest.raises(InvalidSpecError) as e:
+        op(**kwargs)
+    for name in names:
+        assert name in str(e.value)
+
+
+def test_valid_and_templated_arguments_parse() -> None:
+    op(model_uri="models:/churn/3", input_path="file:///data/in", output_path="hdfs:///data/out")
+    op(model_uri="runs:/abc/model", input_path="/in", output_path="/out", hdfs_conn_id="lake", chunk_rows=1)
+    # templated values are checked after rendering, at execute time
+    t = op(model_uri="{{ params.model }}", input_path="/in/{{ ds }}", output_path="/in/{{ ds }}/x")
+    assert t.template_fields == ("model_uri", "input_path", "output_path", "passthrough_columns")
+
+
+def test_importing_the_module_and_building_the_operator_imports_nothing_heavy() -> None:
+    """In a fresh interpreter, as the DAG processor would; the constructor does no I/O either."""
+    heavy = ("mlflow", "pandas", "pyarrow", "hdfs", "pyspark", "sklearn", "numpy", "requests")
+    code = (
+        "import sys, json\n"
+        "from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator\n"
+        "MlflowBatchPredictOperator(task_id='t', model_uri='models:/m@a', input_path='hdfs:///in',"
+        " output_path='/out', hdfs_conn_id='nope', mlflow_conn_id='nope')\n"
+        f"print(json.dumps(sorted(n for n in {heavy!r} if n in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    # numpy may come with Airflow itself on some installs; the data libraries must not
+    assert [n for n in loaded if n != "numpy"] == []
+
+
+# -- execution against a local MLflow store -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
+
+    before = mlflow_env_snapshot()
+    store = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CONN_ENV, mlflow_conn_json(store))
+        yield log_local_models(store)
+    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
+
+
+@pytest.fixture
+def conn(models: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from tests.unit.batch_predict_support import CONN_ENV, mlflow_env_snapshot
+
+    monkeypatch.setenv(CONN_ENV, models.conn_json)
+    before = mlflow_env_snapshot()
+    yield models
+    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
+
+
+def dataset(root: Path, sizes: dict[str, int]) -> Any:
+    """Hive-partitioned input ``root/country=XX/part-0.parquet``; returns the frames in scoring order."""
+    import pandas as pd
+
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    frames = []
+    start = 0
+    for i, (country, rows) in enumerate(sorted(sizes.items())):
+        frame = make_frame(rows, seed=i, start_id=start)
+        write_parquet(frame, root / f"country={country}" / "part-0.parquet", row_group_size=70)
+        frames.append(frame.assign(country=country))
+        start += rows
+    (root / "_SUCCESS").touch()
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_output(path: Path) -> Any:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    parts = sorted(path.glob("part-*.parquet"))
+    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+
+
+def siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
+
+
+def test_scores_in_chunks_and_matches_direct_predict(conn: Any, tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tests.unit.batch_predict_support import FEATURES
+
+    data = dataset(tmp_path / "in", {"FR": 250, "DE": 130})
+    out = tmp_path / "scores" / "day=1"
+    result = op(input_path=str(tmp_path / "in"), output_path=f"file://{out}", chunk_rows=100).execute(CTX)
+
+    assert result["rows"] == 380
+    assert result["files"] == 2
+    assert result["model_uri"] == "models:/lin@champion"
+    assert result["output_path"] == f"file://{out}"
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"]
+    # one row group per chunk: DE 130 rows -> 100 + 30, FR 250 rows -> 100 + 100 + 50
+    assert [pq.ParquetFile(out / f"part-0000{i}.parquet").num_row_groups for i in (0, 1)] == [2, 3]
+    got = read_output(out)
+    assert list(got.columns) == ["id", "a", "b", "c", "country", "prediction"]
+    expected = conn.sklearn_model.predict(data[list(FEATURES)])
+    np.testing.assert_allclose(got["prediction"].to_numpy(), expected, rtol=1e-12)
+    assert got["id"].tolist() == data["id"].tolist()
+    assert got["country"].tolist() == data["country"].tolist()
+    assert siblings(out) == []
+
+
+def test_passthrough_columns_and_runs_uri_and_model_without_signature(conn: Any, tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.unit.batch_predict_support import FEATURES, make_frame, write_parquet
+
+    frame = make_frame(55)
+    write_parquet(frame, tmp_path / "in.parquet")
+    expected = conn.sklearn_model.predict(frame[list(FEATURES)])
+    for uri in (conn.run_uri, "models:/lin/1"):
+        out = tmp_path / f"out-{len(uri)}"
+        op(model_uri=uri, input_path=str(tmp_path / "in.parquet"), output_path=str(out),
+           passthrough_columns=["id"], prediction_column="score").execute(CTX)  # fmt: skip
+        got = read_output(out)
+        assert list(got.columns) == ["id", "score"]
+        np.testing.assert_allclose(got["score"].to_numpy(), expected, rtol=1e-12)
+
+    # no signature: a warning, and the model gets all columns (here exactly its features)
+    write_parquet(frame[list(FEATURES)], tmp_path / "features.parquet")
+    out = tmp_path / "nosig"
+    op(model_uri="models:/nosig/1", input_path=str(tmp_path / "features.parquet"), output_path=str(out)).execute(CTX)
+    np.testing.assert_allclose(read_output(out)["prediction"].to_numpy(), expected, rtol=1e-12)
+
+
+def test_missing_model_columns_are_named_and_nothing_is_written(conn: Any, tmp_path: Path) -> None:
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    write_parquet(make_frame(10), tmp_path / "in" / "p0.parquet")
+    write_parquet(make_frame(10).drop(columns=["b", "c"]), tmp_path / "in" / "p1.parquet")
+    out = tmp_path / "out"
+    with pytest.raises(InvalidSpecError) as e:
+        op(input_path=str(tmp_path / "in"), output_path=str(out), chunk_rows=4).execute(CTX)
+    message = str(e.value)
+    assert "p1.parquet" in message
+    assert "['b', 'c']" in message
+    assert "Nothing was written" in message
+    assert not out.exists()
+    assert siblings(out) == []
+
+    with pytest.raises(InvalidSpecError, match=r"lacks passthrough_columns \['customer'\]"):
+        op(input_path=str(tmp_path / "in" / "p0.parquet"), output_path=str(out),
+           passthrough_columns=["id", "customer"]).execute(CTX)  # fmt: skip
+    assert not out.exists()
+
+
+def test_nan_predictions_fail_naming_the_rows_and_keep_the_old_output(conn: Any, tmp_path: Path) -> None:
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    frame = make_frame(300)
+    frame["a"] = frame["a"] * 0.5
+    frame.loc[157, "a"] = 0.95  # the NanModel predicts NaN here
+    write_parquet(frame, tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    first = op(model_uri="models:/lin@champion", input_path=str(tmp_path / "in.parquet"), output_path=str(out))
+    first.execute(CTX)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    with pytest.raises(MlProviderError) as e:
+        op(model_uri="models:/nan@champion", input_path=str(tmp_path / "in.parquet"), output_path=str(out),
+           chunk_rows=100).execute(CTX)  # fmt: skip
+    message = str(e.value)
+    assert "rows 100-199" in message
+    assert "1 NaN" in message
+    assert "row 57" in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert siblings(out) == []
+
+
+def test_rerun_replaces_the_output_and_success_is_newest(conn: Any, tmp_path: Path) -> None:
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    out = tmp_path / "out"
+    write_parquet(make_frame(30), tmp_path / "a" / "x.parquet")
+    write_parquet(make_frame(30), tmp_path / "a" / "y.parquet")
+    op(input_path=str(tmp_path / "a"), output_path=str(out)).execute(CTX)
+    assert len(list(out.glob("part-*"))) == 2
+    old_inode = out.stat().st_ino
+
+    write_parquet(make_frame(12, start_id=1000), tmp_path / "b" / "x.parquet")
+    result = op(input_path=str(tmp_path / "b"), output_path=str(out)).execute(CTX)
+    assert result["rows"] == 12
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.parquet"]
+    assert out.stat().st_ino != old_inode  # a new directory renamed in, not files overwritten in place
+    assert read_output(out)["id"].tolist() == list(range(1000, 1012))
+    assert siblings(out) == []
+    success = (out / "_SUCCESS").stat()
+    assert success.st_size == 0
+    assert all(success.st_mtime_ns >= p.stat().st_mtime_ns for p in out.glob("part-*"))
+
+
+def test_unknown_alias_and_missing_input_are_clear(conn: Any, tmp_path: Path) -> None:
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    write_parquet(make_frame(5), tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    with pytest.raises(InvalidSpecError) as e:
+        op(model_uri="models:/lin@nope", input_path=str(tmp_path / "in.parquet"), output_path=str(out)).execute(CTX)
+    assert "model_uri='models:/lin@nope' was not found" in str(e.value)
+    assert "alias" in str(e.value)
+    with pytest.raises(InvalidSpecError, match="does not exist"):
+        op(input_path=str(tmp_path / "missing"), output_path=str(out)).execute(CTX)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").touch()
+    with pytest.raises(InvalidSpecError, match="holds no data files"):
+        op(input_path=str(tmp_path / "empty"), output_path=str(out)).execute(CTX)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hello")
+    with pytest.raises(InvalidSpecError, match=r"notes\.txt is not a readable Parquet file"):
+        op(input_path=str(tmp_path / "junk"), output_path=str(out)).execute(CTX)
+    assert not out.exists()
+    assert siblings(out) == []
+
+
+def test_hdfs_connection_to_a_local_directory(conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``ml_hdfs`` connection with host ``file:///root`` maps absolute paths under that root."""
+    from tests.unit.batch_predict_support import make_frame, write_parquet
+
+    monkeypatch.setenv("AIRFLOW_CONN_LAKE", json.dumps({"conn_type": "ml_hdfs", "host": f"file://{tmp_path}"}))
+    write_parquet(make_frame(20), tmp_path / "data" / "in" / "p.parquet")
+    result = op(input_path="/data/in", output_path="hdfs:///data/out", hdfs_conn_id="lake").execute(CTX)
+    assert result["rows"] == 20
+    assert sorted(os.listdir(tmp_path / "data" / "out")) == ["_SUCCESS", "part-00000.parquet"]

@@ -1,0 +1,242 @@
+"""The serving router with real sockets on 127.0.0.1: forwarding, switching, draining, migration."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from airflow_ml_provider.serving.router import Router
+
+
+class Named(ThreadingHTTPServer):
+    """An HTTP/1.1 keep-alive upstream answering its own name; ``/slow`` waits 0.5 s first."""
+
+    daemon_threads = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path == "/slow":
+                    time.sleep(0.5)
+                body = name.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                # Read the body: an unread body would be taken for the start of the next request.
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.do_GET()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class Echo:
+    """A raw TCP upstream: echoes ``<name>:<bytes>`` per chunk; on EOF sends ``<name>:bye`` and closes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name.encode()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(self.name + b":" + data)
+            conn.sendall(self.name + b":bye")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def blue_green() -> Iterator[tuple[Named, Named]]:
+    a, b = Named("blue"), Named("green")
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def router(blue_green: tuple[Named, Named]) -> Iterator[Router]:
+    with Router(0, blue_green[0].port, 0) as r:
+        yield r
+
+
+def get(port: int, path: str = "/") -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def admin(r: Router, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", r.admin_port, timeout=5)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body))
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_forwards_to_the_upstream_and_switches_new_connections(router: Router, blue_green: tuple[Named, Named]) -> None:
+    blue, green = blue_green
+    assert [get(router.listen_port) for _ in range(3)] == ["blue"] * 3
+    status, body = admin(router, "PUT", "/upstream", {"port": green.port})
+    assert (status, body) == (200, {"upstream": green.port, "previous": blue.port})
+    assert [get(router.listen_port) for _ in range(3)] == ["green"] * 3
+    assert admin(router, "GET", "/state")[1]["upstream"] == green.port
+
+
+def test_an_in_flight_request_finishes_on_its_old_upstream(router: Router, blue_green: tuple[Named, Named]) -> None:
+    _blue, green = blue_green
+    answers: list[str] = []
+    slow = threading.Thread(target=lambda: answers.append(get(router.listen_port, "/slow")))
+    slow.start()
+    time.sleep(0.15)  # the slow request is now being served by blue
+    router.switch(green.port)
+    assert get(router.listen_port) == "green"  # a new connection meanwhile
+    slow.join()
+    assert answers == ["blue"]
+
+
+def test_a_raw_tcp_stream_stays_on_its_upstream_across_a_switch() -> None:
+    """Non-HTTP bytes are never migrated: the connection keeps talking to the upstream it opened to."""
+    old, new = Echo("old"), Echo("new")
+    try:
+        with Router(0, old.port, -1) as r:
+            s = socket.create_connection(("127.0.0.1", r.listen_port), timeout=5)
+            s.sendall(b"one")
+            assert s.recv(100) == b"old:one"
+            r.switch(new.port)
+            s.sendall(b"two")
+            assert s.recv(100) == b"old:two"
+            assert r.state()["connections"] == {str(old.port): 1}
+            s2 = socket.create_connection(("127.0.0.1", r.listen_port), timeout=5)
+            s2.sendall(b"three")
+            assert s2.recv(100) == b"new:three"
+            s.shutdown(socket.SHUT_WR)  # a half-close reaches the upstream; its last words come back
+            assert s.recv(100) == b"old:bye"
+            assert s.recv(100) == b""
+            s.close()
+            s2.close()
+            deadline = time.monotonic() + 5
+            while r.state()["connections"] != {str(new.port): 1} and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert r.state()["connections"] == {str(new.port): 1}
+    finally:
+        old.close()
+        new.close()
+
+
+def test_keep_alive_connections_move_at_the_next_request(router: Router, blue_green: tuple[Named, Named]) -> None:
+    blue, green = blue_green
+    conn = http.client.HTTPConnection("127.0.0.1", router.listen_port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"blue"
+    sock = conn.sock
+    router.switch(green.port)
+    assert router.state()["connections"] == {str(blue.port): 1}  # still on blue: it drains
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"green"
+    assert conn.sock is sock  # same client connection, no reconnect
+    state = router.state()
+    assert state["connections"] == {str(green.port): 1}
+    assert state["migrated"] == 1
+    conn.close()
+
+
+def test_tcp_only_keeps_keep_alive_connections_on_the_old_upstream(blue_green: tuple[Named, Named]) -> None:
+    blue, green = blue_green
+    with Router(0, blue.port, -1, migrate=False) as r:
+        conn = http.client.HTTPConnection("127.0.0.1", r.listen_port, timeout=5)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"blue"
+        r.switch(green.port)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"blue"
+        conn.close()
+
+
+def test_switching_to_a_port_nobody_listens_on_changes_nothing(router: Router, blue_green: tuple[Named, Named]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    status, body = admin(router, "PUT", "/upstream", {"port": dead})
+    assert status == 409
+    assert str(dead) in body["error"]
+    assert router.upstream == blue_green[0].port
+    assert admin(router, "PUT", "/upstream", {"port": "x"})[0] == 400
+    assert get(router.listen_port) == "blue"
+
+
+def test_steady_keep_alive_load_through_a_switch_has_no_errors(router: Router, blue_green: tuple[Named, Named]) -> None:
+    blue, green = blue_green
+    per_thread: list[list[str]] = [[] for _ in range(4)]
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def loop(seen: list[str]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", router.listen_port, timeout=5)
+        while not stop.is_set():
+            try:
+                conn.request("POST", "/", body=b"{}")
+                resp = conn.getresponse()
+                seen.append(f"{resp.status} {resp.read().decode()}")
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(repr(e))
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=loop, args=(seen,)) for seen in per_thread]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    router.switch(green.port)
+    time.sleep(0.3)
+    blue.close()  # the old upstream goes away once drained
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for seen in per_thread:
+        # Every answer is a 200; each connection sees blue, then green from the switch on, never back.
+        n_blue = seen.count("200 blue")
+        assert n_blue > 0 and seen.count("200 green") > 0
+        assert seen == ["200 blue"] * n_blue + ["200 green"] * (len(seen) - n_blue)
+    assert router.state()["connections"].get(str(blue.port), 0) == 0
