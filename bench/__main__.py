@@ -10,7 +10,7 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 import shutil
 import sys
 
-from bench import imports, requests_per_poke, slot_seconds
+from bench import batch_predict, endpoint, fanout, imports, launch_overhead, requests_per_poke, slot_seconds
 from bench.common import Row, table
 from tests.conftest import TESTBED
 
@@ -32,6 +32,14 @@ def main() -> int:
         rows += slot_seconds.run(cluster, base / "airflow")
     finally:
         cluster.stop()
+    # Docker benchmarks after the HDFS cluster is gone: its JVMs would compete for the CPUs.
+    rows += launch_overhead.run(base / "launch")
+    print(table(rows[-2:]), flush=True)
+    rows += fanout.run(base / "fanout")
+    print(table(rows[-2:]), flush=True)
+    rows += endpoint.run(base / "endpoint")  # starts and stops its own MLflow server
+    print(table(rows[-4:]), flush=True)
+    rows += batch_predict.run(base / "batch-predict")
     print("\n## airflow-ml-provider benchmarks (lower ratio is better)\n")
     print(table(rows))
     return 0
