@@ -60,8 +60,86 @@ HDFS_CONN_FIELDS: dict[str, Any] = {
 }
 
 
+_DOCKER_TLS_FIELDS: dict[str, Any] = {
+    "tls_ca": {"label": "TLS CA certificate path", "schema": {"type": ["string", "null"]}},
+    "tls_cert": {"label": "TLS client certificate path", "schema": {"type": ["string", "null"]}},
+    "tls_key": {"label": "TLS client key path", "schema": {"type": ["string", "null"]}},
+    "tls_verify": {
+        "label": "Verify the engine's TLS certificate",
+        "schema": {"type": ["boolean", "null"], "default": True},
+    },
+    "timeout": {"label": "API timeout (seconds)", "schema": {"type": ["number", "null"], "default": 60}},
+    "stop_timeout": {
+        "label": "Stop grace period (seconds)",
+        "schema": {"type": ["integer", "null"], "default": 10},
+        "description": "SIGTERM, then SIGKILL after this many seconds when a job is cancelled.",
+    },
+    "pull": {
+        "label": "Image pull policy",
+        "schema": {"type": ["string", "null"], "enum": ["missing", "always", "never"], "default": "missing"},
+    },
+}
+
+DOCKER_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "password", "port"],
+    "relabeling": {"host": "Docker engine URL"},
+    "placeholders": {"host": "unix:///var/run/docker.sock  or  tcp://docker-host:2376"},
+}
+
+SWARM_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "password", "port"],
+    "relabeling": {"host": "Swarm manager engine URL"},
+    "placeholders": {"host": "unix:///var/run/docker.sock  or  tcp://swarm-manager:2376"},
+}
+
+METRONOME_CONN_FIELDS: dict[str, Any] = {
+    "token": {
+        "label": "IAM token (instead of a password)",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "verify": {"label": "Verify TLS certificates", "schema": {"type": ["boolean", "null"], "default": True}},
+    "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
+    "timeout": {"label": "HTTP timeout (seconds)", "schema": {"type": ["number", "null"], "default": 30}},
+    "retries": {
+        "label": "Retries on 5xx / connection errors",
+        "schema": {"type": ["integer", "null"], "default": 5},
+    },
+    "backoff": {"label": "First retry delay (seconds)", "schema": {"type": ["number", "null"], "default": 0.5}},
+}
+
+METRONOME_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port"],
+    "relabeling": {"host": "DC/OS URL", "login": "IAM uid", "password": "IAM password"},
+    "placeholders": {"host": "https://dcos.example.com", "login": "airflow-service"},
+}
+
+
+MLFLOW_CONN_FIELDS: dict[str, Any] = {
+    "registry_uri": {
+        "label": "Registry URI",
+        "schema": {"type": ["string", "null"]},
+        "description": "A separate model registry; empty: the tracking URI.",
+    },
+    "auth": {
+        "label": "Authentication",
+        "schema": {"type": ["string", "null"], "enum": ["none", "basic", "token"]},
+        "description": "basic (login/password), token (bearer token in Password) or none.",
+    },
+    "verify": {"label": "Verify TLS certificates", "schema": {"type": ["boolean", "null"], "default": True}},
+    "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
+    "timeout": {"label": "HTTP timeout (seconds)", "schema": {"type": ["number", "null"], "default": 60}},
+    "max_retries": {"label": "HTTP retries", "schema": {"type": ["integer", "null"], "default": 5}},
+}
+
+MLFLOW_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema"],
+    "relabeling": {"host": "Tracking URI", "login": "User (basic auth)", "password": "Password or token"},
+    "placeholders": {"host": "https://mlflow.corp  or  sqlite:////srv/mlflow/mlflow.db", "port": "5000"},
+}
+
+
 def get_provider_info() -> dict[str, Any]:
-    """Return the provider's metadata: hooks, sensors, triggers and connection types."""
+    """Return the provider's metadata: hooks, operators, sensors, triggers and connection types."""
     return {
         "package-name": PACKAGE,
         "name": "ML pipelines (airflow-ml-provider)",
@@ -72,7 +150,17 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "HDFS (WebHDFS)",
                 "external-doc-url": "https://hadoop.apache.org/docs/stable/hadoop-project-dist/hadoop-hdfs/WebHDFS.html",
                 "tags": ["apache"],
-            }
+            },
+            {
+                "integration-name": "Container jobs",
+                "external-doc-url": "https://docs.docker.com/engine/api/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "MLflow",
+                "external-doc-url": "https://mlflow.org/docs/latest/ml/model-registry/",
+                "tags": ["software"],
+            },
         ],
         "hooks": [
             {
@@ -81,10 +169,26 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_ml_provider.hooks.webhdfs",
                     "airflow_ml_provider.hooks.storage",
                 ],
-            }
+            },
+            {"integration-name": "Container jobs", "python-modules": ["airflow_ml_provider.hooks.container"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_ml_provider.hooks.mlflow"]},
+        ],
+        "operators": [
+            {"integration-name": "Container jobs", "python-modules": ["airflow_ml_provider.operators.container"]},
+            {
+                "integration-name": "MLflow",
+                "python-modules": [
+                    "airflow_ml_provider.operators.batch_predict",
+                    "airflow_ml_provider.operators.mlflow_deploy",
+                    "airflow_ml_provider.operators.mlflow_registry",
+                ],
+            },
         ],
         "sensors": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.sensors.hdfs"]}],
-        "triggers": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.triggers.hdfs"]}],
+        "triggers": [
+            {"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.triggers.hdfs"]},
+            {"integration-name": "Container jobs", "python-modules": ["airflow_ml_provider.triggers.container"]},
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_ml_provider.hooks.webhdfs.HdfsHook",
@@ -92,6 +196,34 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "ml_hdfs",
                 "conn-fields": HDFS_CONN_FIELDS,
                 "ui-field-behaviour": HDFS_UI_FIELD_BEHAVIOUR,
-            }
+            },
+            {
+                "hook-class-name": "airflow_ml_provider.hooks.container.ContainerJobHook",
+                "hook-name": "Docker engine (airflow-ml-provider container jobs)",
+                "connection-type": "ml_docker",
+                "conn-fields": _DOCKER_TLS_FIELDS,
+                "ui-field-behaviour": DOCKER_UI_FIELD_BEHAVIOUR,
+            },
+            {
+                "hook-class-name": "airflow_ml_provider.hooks.container.SwarmJobHook",
+                "hook-name": "Docker Swarm (airflow-ml-provider container jobs)",
+                "connection-type": "ml_swarm",
+                "conn-fields": _DOCKER_TLS_FIELDS,
+                "ui-field-behaviour": SWARM_UI_FIELD_BEHAVIOUR,
+            },
+            {
+                "hook-class-name": "airflow_ml_provider.hooks.container.MetronomeJobHook",
+                "hook-name": "DC/OS Metronome (airflow-ml-provider container jobs)",
+                "connection-type": "ml_metronome",
+                "conn-fields": METRONOME_CONN_FIELDS,
+                "ui-field-behaviour": METRONOME_UI_FIELD_BEHAVIOUR,
+            },
+            {
+                "hook-class-name": "airflow_ml_provider.hooks.mlflow.MlflowHook",
+                "hook-name": "MLflow (airflow-ml-provider)",
+                "connection-type": "ml_mlflow",
+                "conn-fields": MLFLOW_CONN_FIELDS,
+                "ui-field-behaviour": MLFLOW_UI_FIELD_BEHAVIOUR,
+            },
         ],
     }

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,10 +32,11 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-def airflow(env: dict[str, str], *args: str) -> str:
+def airflow(env: dict[str, str], *args: str, check: bool = True) -> str:
     done = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + ("" if check else done.stderr)
 
 
 def test_providers_list_shows_the_package(airflow_env: dict[str, str]) -> None:
@@ -53,7 +55,24 @@ def test_connection_type_is_known_with_its_form(airflow_env: dict[str, str]) -> 
     assert {"field_behaviours": "ml_hdfs"} in behaviours
     widgets = json.loads(airflow(airflow_env, "providers", "widgets", "-o", "json"))
     ours = {w["connection_parameter_name"] for w in widgets if w["package_name"] == "airflow-ml-provider"}
-    assert {f"extra__ml_hdfs__{f}" for f in ("auth", "use_ssl", "verify", "ca_bundle", "timeout", "proxy_user")} == ours
+    hdfs = {w for w in ours if w.startswith("extra__ml_hdfs__")}
+    assert {f"extra__ml_hdfs__{f}" for f in ("auth", "use_ssl", "verify", "ca_bundle", "timeout", "proxy_user")} == hdfs
+    for conn_type, cls in (
+        ("ml_docker", "airflow_ml_provider.hooks.container.ContainerJobHook"),
+        ("ml_swarm", "airflow_ml_provider.hooks.container.SwarmJobHook"),
+        ("ml_metronome", "airflow_ml_provider.hooks.container.MetronomeJobHook"),
+        ("ml_mlflow", "airflow_ml_provider.hooks.mlflow.MlflowHook"),
+    ):
+        hook = [h for h in hooks if h.get("connection_type") == conn_type]
+        assert hook, conn_type
+        assert hook[0]["class"] == cls
+        assert {"field_behaviours": conn_type} in behaviours
+    assert "extra__ml_mlflow__registry_uri" in ours
+    assert "extra__ml_docker__pull" in ours
+    assert "extra__ml_metronome__token" in ours
+    for stock in ("docker", "http"):
+        owners = [h for h in hooks if h.get("connection_type") == stock]
+        assert all(h["package_name"] != "airflow-ml-provider" for h in owners), stock
     webhdfs_owner = [h for h in hooks if h.get("connection_type") == "webhdfs"]
     assert all(h["package_name"] != "airflow-ml-provider" for h in webhdfs_owner)
 
@@ -73,6 +92,45 @@ def test_connection_of_our_type_can_be_created_and_tested(airflow_env: dict[str,
     shown = json.loads(airflow(airflow_env, "connections", "get", "lake_it", "-o", "json"))
     assert shown[0]["conn_type"] == "ml_hdfs"
     out = airflow(airflow_env, "connections", "test", "lake_it")
+    assert "success" in out.lower(), out
+
+
+def test_docker_connection_can_be_tested_against_the_real_engine(
+    airflow_env: dict[str, str], docker_images: dict[str, str]
+) -> None:
+    airflow(
+        airflow_env,
+        "connections",
+        "add",
+        "engine_it",
+        "--conn-type",
+        "ml_docker",
+        "--conn-host",
+        "unix:///var/run/docker.sock",
+    )
+    out = airflow(airflow_env, "connections", "test", "engine_it")
+    assert "success" in out.lower(), out
+    airflow(
+        airflow_env,
+        "connections",
+        "add",
+        "engine_bad",
+        "--conn-type",
+        "ml_docker",
+        "--conn-host",
+        "unix:///nonexistent.sock",
+    )
+    out = airflow(airflow_env, "connections", "test", "engine_bad", check=False)
+    assert "success" not in out.lower(), out
+
+
+def test_mlflow_connection_can_be_tested_against_the_real_server(
+    airflow_env: dict[str, str], mlflow_server: Any
+) -> None:
+    airflow(
+        airflow_env, "connections", "add", "mlflow_it", "--conn-type", "ml_mlflow", "--conn-host", mlflow_server.url
+    )
+    out = airflow(airflow_env, "connections", "test", "mlflow_it")
     assert "success" in out.lower(), out
 
 
