@@ -113,6 +113,14 @@ def admin(r: Router, method: str, path: str, body: Any = None) -> tuple[int, Any
         conn.close()
 
 
+def wait_for_connections(r: Router, want: dict[str, int], timeout: float = 5.0) -> dict[str, int]:
+    """The router's open connections per upstream, once they equal ``want`` (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while (now := r.state()["connections"]) != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return dict(now)
+
+
 def test_forwards_to_the_upstream_and_switches_new_connections(router: Router, blue_green: tuple[Named, Named]) -> None:
     blue, green = blue_green
     assert [get(router.listen_port) for _ in range(3)] == ["blue"] * 3
@@ -153,11 +161,9 @@ def test_a_raw_tcp_stream_stays_on_its_upstream_across_a_switch() -> None:
             assert s.recv(100) == b"old:bye"
             assert s.recv(100) == b""
             s.close()
+            assert wait_for_connections(r, {str(new.port): 1}) == {str(new.port): 1}
             s2.close()
-            deadline = time.monotonic() + 5
-            while r.state()["connections"] != {str(new.port): 1} and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert r.state()["connections"] == {str(new.port): 1}
+            assert wait_for_connections(r, {}) == {}
     finally:
         old.close()
         new.close()
@@ -237,6 +243,7 @@ def test_steady_keep_alive_load_through_a_switch_has_no_errors(router: Router, b
     for seen in per_thread:
         # Every answer is a 200; each connection sees blue, then green from the switch on, never back.
         n_blue = seen.count("200 blue")
-        assert n_blue > 0 and seen.count("200 green") > 0
+        assert n_blue > 0
+        assert seen.count("200 green") > 0
         assert seen == ["200 blue"] * n_blue + ["200 green"] * (len(seen) - n_blue)
     assert router.state()["connections"].get(str(blue.port), 0) == 0
