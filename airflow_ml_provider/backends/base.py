@@ -57,7 +57,7 @@ import abc
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
@@ -156,18 +156,27 @@ class JobSpec(NamedTuple):
                     raise InvalidSpecError(f"{kind}[{name!r}] contains a NUL byte, which no environment can hold.")
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret value (and its escaped form) replaced by ``***``."""
-        for value in sorted((str(v) for v in self.secret_env.values() if v), key=len, reverse=True):
-            for form in {value, repr(value)[1:-1], value.encode("unicode_escape").decode("ascii")}:
-                if form:
-                    text = text.replace(form, "***")
-        return text
+        """``text`` with every secret value (and its escaped forms) replaced by ``***``."""
+        return redact(text, self.secret_env.values())
 
     def all_env(self) -> dict[str, str]:
         """Plain and secret environment together, as the container sees it."""
         env = {k: str(v) for k, v in self.env.items()}
         env.update({k: str(v) for k, v in self.secret_env.items()})
         return env
+
+
+def redact(text: str, secrets: Iterable[Any]) -> str:
+    """``text`` with every secret (and its ``repr``/``unicode_escape`` forms) replaced by ``***``.
+
+    Longer secrets go first, so a secret containing another is replaced whole. Used on log lines,
+    failure messages and trigger events, which may leave the process that knows the secrets.
+    """
+    for value in sorted({str(v) for v in secrets if v}, key=len, reverse=True):
+        for form in {value, repr(value)[1:-1], value.encode("unicode_escape").decode("ascii")}:
+            if form:
+                text = text.replace(form, "***")
+    return text
 
 
 class JobHandle(NamedTuple):

@@ -245,9 +245,9 @@ class ContainerJobOperator(BaseOperator):
         return spec._replace(spec_hash=spec_digest(spec))
 
     def _redact(self, text: str) -> str:
-        for value in self._secret_values:
-            text = text.replace(value, "***")
-        return text
+        from airflow_ml_provider.backends.base import redact
+
+        return redact(text, self._secret_values)
 
     def _attach_or_submit(self, spec: JobSpec) -> tuple[JobHandle, JobStatus | None]:
         """Apply the retry policy of the class docstring; returns the handle and, if adopted, its status."""
@@ -314,6 +314,7 @@ class ContainerJobOperator(BaseOperator):
             trigger=ContainerJobTrigger(
                 conn_id=self.conn_id,
                 handle=handle.to_dict(),
+                secret_env={name: str(ref) for name, ref in self.secret_refs.items()},
                 poll_interval=self.poll_interval,
                 tail_lines=self.tail_lines,
                 startup_timeout=self.startup_timeout,
@@ -325,7 +326,8 @@ class ContainerJobOperator(BaseOperator):
     def _stream_logs(self, handle: JobHandle) -> list[str]:
         tail: deque[str] = deque(maxlen=self.tail_lines)
         self._wait_started(handle)
-        for line in self.backend.follow(handle):
+        for raw in self.backend.follow(handle):
+            line = self._redact(raw)  # the masker also knows the values; this catches escaped forms too
             self.log.info("%s", line)
             tail.append(line)
         return list(tail)
@@ -393,7 +395,11 @@ class ContainerJobOperator(BaseOperator):
             raise MlProviderError(f"Container trigger sent a malformed event: {event!r}")
         handle = JobHandle.from_dict(event["handle"])
         self._handle = handle
-        self._secret_values = list(self.hook.resolve_secret_env(self.secret_refs).values())
+        try:
+            self._secret_values = list(self.hook.resolve_secret_env(self.secret_refs).values())
+        except Exception:
+            self._cleanup()  # the task fails here: do not leave its job behind
+            raise
         tail = [str(line) for line in event.get("tail") or []]
         if event["status"] == "finished" and event.get("state") in TERMINAL_STATES:
             code = event.get("exit_code")

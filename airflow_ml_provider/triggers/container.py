@@ -27,12 +27,21 @@ class ContainerJobTrigger(BaseTrigger):
       calls to the scheduler.
 
     Log lines are read by cursor, so none is lost or repeated across polls; the last
-    ``tail_lines`` travel in the event for the failure message. On Airflow 3.3+ a deferred task
+    ``tail_lines`` travel in the event for the failure message.
+
+    Secrets: the trigger is given the job's secret environment as *references* (``conn://…``,
+    ``var://…``), never values, so its stored kwargs hold none. It resolves them itself when it
+    starts in the triggerer, registers the values with the triggerer's secrets masker and replaces
+    them (and their escaped forms) by ``***`` in every relayed line and in the event, which Airflow
+    stores in its database unmasked. If they cannot be resolved it relays nothing and yields an
+    ``error`` event (the resumed task then fails and removes the job). On Airflow 3.3+ a deferred task
     that is killed (marked failed, cleared, timed out) calls :meth:`on_kill`, which stops and
     removes the job.
 
     :param conn_id: the container connection (its type selects the backend).
     :param handle: ``JobHandle.to_dict()`` of the submitted job.
+    :param secret_env: the job's secret environment as ``{ENV_NAME: "conn://…" | "var://…"}``
+        references (what the operator's ``secret_env`` takes); used only to redact.
     :param poll_interval: seconds between status polls.
     :param log_cursor: the log cursor to continue from (``None``: from the first line).
     :param tail_lines: how many last lines to keep for the event.
@@ -45,6 +54,7 @@ class ContainerJobTrigger(BaseTrigger):
         *,
         conn_id: str,
         handle: dict[str, Any],
+        secret_env: dict[str, str] | None = None,
         poll_interval: float = 5.0,
         log_cursor: Any = None,
         tail_lines: int = 20,
@@ -54,6 +64,7 @@ class ContainerJobTrigger(BaseTrigger):
         super().__init__()
         self.conn_id = conn_id
         self.handle = dict(handle)
+        self.secret_env = dict(secret_env or {})
         self.poll_interval = float(poll_interval)
         self.log_cursor = log_cursor
         self.tail_lines = int(tail_lines)
@@ -67,6 +78,7 @@ class ContainerJobTrigger(BaseTrigger):
             {
                 "conn_id": self.conn_id,
                 "handle": self.handle,
+                "secret_env": self.secret_env,
                 "poll_interval": self.poll_interval,
                 "log_cursor": self.log_cursor,
                 "tail_lines": self.tail_lines,
@@ -81,6 +93,16 @@ class ContainerJobTrigger(BaseTrigger):
         conn = await ContainerJobHook(conn_id=self.conn_id).aget_conn()
         return backend_from_connection(conn)
 
+    def _resolve_secrets(self) -> list[str]:
+        """The secret values (blocking: the SDK's lookups; run it in a thread)."""
+        from airflow_ml_provider.hooks.container import ContainerJobHook
+        from airflow_ml_provider.utils.secret_refs import parse_secret_env
+
+        if not self.secret_env:
+            return []
+        refs = parse_secret_env(self.secret_env)
+        return list(ContainerJobHook(conn_id=self.conn_id).resolve_secret_env(refs).values())
+
     def _job(self) -> JobHandle:
         from airflow_ml_provider.backends.base import JobHandle
 
@@ -88,13 +110,30 @@ class ContainerJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the job ends; yield one event (see the class docstring)."""
-        from airflow_ml_provider.backends.base import PENDING
+        from airflow_ml_provider.backends.base import PENDING, redact
 
         handle = self._job()
         try:
+            # Resolved first: not a line is relayed before the trigger can redact it.
+            secrets = await asyncio.to_thread(self._resolve_secrets)
+        except Exception as e:  # noqa: BLE001  # the message names the reference, never a value
+            yield TriggerEvent(
+                {
+                    "status": "error",
+                    "message": f"could not read the job's secrets to redact its log lines: {e}",
+                    "handle": self.handle,
+                }
+            )
+            return
+
+        def clean(text: str) -> str:
+            return redact(text, secrets)
+
+        try:
             backend = await self._backend()
         except Exception as e:  # noqa: BLE001  # report and stop, never loop on a bug
-            yield TriggerEvent({"status": "error", "message": f"{type(e).__name__}: {e}", "handle": self.handle})
+            message = clean(f"{type(e).__name__}: {e}")
+            yield TriggerEvent({"status": "error", "message": message, "handle": self.handle})
             return
         tail: deque[str] = deque(maxlen=self.tail_lines)
         cursor = self.log_cursor
@@ -105,16 +144,18 @@ class ContainerJobTrigger(BaseTrigger):
                 try:
                     # Status first: if it says finished, the logs read next are complete.
                     status = await asyncio.to_thread(backend.status, handle)
-                    lines, cursor = await asyncio.to_thread(backend.logs, handle, cursor)
+                    raw, cursor = await asyncio.to_thread(backend.logs, handle, cursor)
+                    lines = [clean(line) for line in raw]
                     errors = 0
                 except Exception as e:  # noqa: BLE001  # counted; max_errors in a row ends the wait
                     errors += 1
-                    self.log.warning("Polling %s failed (%d/%d): %s", handle.key, errors, self.max_errors, e)
+                    failure = clean(f"{type(e).__name__}: {e}")
+                    self.log.warning("Polling %s failed (%d/%d): %s", handle.key, errors, self.max_errors, failure)
                     if errors >= self.max_errors:
                         yield TriggerEvent(
                             {
                                 "status": "error",
-                                "message": f"{type(e).__name__}: {e}",
+                                "message": failure,
                                 "handle": self.handle,
                                 "tail": list(tail),
                             }
@@ -132,7 +173,7 @@ class ContainerJobTrigger(BaseTrigger):
                             "state": status.state,
                             "exit_code": status.exit_code,
                             "oom_killed": status.oom_killed,
-                            "message": status.message,
+                            "message": clean(status.message),
                             "tail": list(tail),
                             "handle": self.handle,
                         }
@@ -143,7 +184,7 @@ class ContainerJobTrigger(BaseTrigger):
                     yield TriggerEvent(
                         {
                             "status": "startup_timeout",
-                            "message": f"still pending after {waited:.0f} s: {status.message}".rstrip(": "),
+                            "message": clean(f"still pending after {waited:.0f} s: {status.message}".rstrip(": ")),
                             "handle": self.handle,
                             "tail": list(tail),
                         }

@@ -340,6 +340,22 @@ class AirflowBed:
         finally:
             conn.close()
 
+    def dump_database(self) -> str:
+        """The whole metadata database as text (``pg_dump`` or SQLite's dump), for "appears nowhere" checks."""
+        if self.database == "postgres":
+            return subprocess.run(
+                ["pg_dump", "--no-owner", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", self.pg_database],
+                check=True,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=120,
+            ).stdout
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
+            return "\n".join(db.iterdump())
+
     def _enable_wal(self) -> None:
         """Put the SQLite database in WAL mode (persistent), a cheap precaution against locking.
 

@@ -60,6 +60,17 @@ DAGS = textwrap.dedent(
         "sys.exit(3)\\n"
     )
     make("c_fail", command=["python3", "-c", FAIL], secret_env=SECRET_ENV)
+    LEAK = (  # a careless job that prints its own secret, plainly and escaped, then fails
+        "import os, sys\n"
+        "secret = os.environ['ERP_PASSWORD']\n"
+        "print('leak: first', flush=True)\n"
+        "for i in range(3):\n"
+        "    print(f'leak: plain={{secret}} repr={{secret!r}}', flush=True)\n"
+        "print(f'leak: stderr={{secret}}', file=sys.stderr, flush=True)\n"
+        "sys.exit(5)\n"
+    )
+    make("c_leak", command=["python3", "-c", LEAK], secret_env=SECRET_ENV)
+    make("c_leak_defer", command=["python3", "-c", LEAK], secret_env=SECRET_ENV, deferrable=True)
     make("c_sleep", command=["sh", "-c", "echo sleeping; sleep 300"])
     make("c_sleep_defer", command=["sh", "-c", "echo sleeping; sleep 300"], deferrable=True)
     make("c_reattach", command=["sh", "-c", "echo attach: start; sleep 6; echo attach: end"], retries=0)
@@ -177,9 +188,26 @@ def test_failure_reports_exit_code_and_last_lines(bed: Any, docker_client: Any) 
     assert containers(docker_client, key_of("c_fail", run_id)) == []
 
 
+@pytest.mark.parametrize("dag_id", ["c_leak", "c_leak_defer"])
+def test_a_job_printing_its_secret_is_redacted_in_the_task_log(bed: Any, docker_client: Any, dag_id: str) -> None:
+    """Running (worker's masker and redaction) or deferred (the trigger resolves and redacts itself)."""
+    bed.wait_for_dag(dag_id)
+    run_id = bed.trigger(dag_id)
+    if dag_id.endswith("defer"):
+        bed.wait_for_task_state(dag_id, run_id, "job", {"deferred"}, timeout=120)
+    assert bed.wait_for_run(dag_id, run_id, timeout=180) == "failed"
+    log = bed.task_log(dag_id, run_id, "job")
+    assert "exit code 5" in log
+    assert "leak: first" in log
+    assert "leak: plain=*** repr='***'" in log
+    assert "leak: stderr=***" in log
+    assert SECRET not in log
+    assert containers(docker_client, key_of(dag_id, run_id)) == []
+
+
 def test_secret_never_reaches_logs_rendered_fields_xcom_or_api(bed: Any) -> None:
-    """Runs after the success, deferrable and failure tests above have used the secret."""
-    for dag_id in ("c_ok", "c_defer", "c_fail"):
+    """Runs after the success, deferrable, failure and leak tests above have used the secret."""
+    for dag_id in ("c_ok", "c_defer", "c_fail", "c_leak", "c_leak_defer"):
         runs = bed.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
         assert runs, dag_id
         for run in runs:
@@ -195,6 +223,10 @@ def test_secret_never_reaches_logs_rendered_fields_xcom_or_api(bed: Any) -> None
                 assert SECRET not in json.dumps(value)
             assert SECRET not in bed.task_log(dag_id, run_id, "job")
     assert SECRET not in all_airflow_text(bed)
+    # Trigger kwargs hold references only; trigger events (stored unmasked) were redacted first.
+    dump = bed.dump_database()
+    assert "c_leak_defer" in dump  # the bed's own database, with the runs above in it
+    assert SECRET not in dump
 
 
 def _kill_batch(bed: Any, client: Any, dag_id: str, n: int) -> list[str]:

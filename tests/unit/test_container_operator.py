@@ -292,6 +292,7 @@ def test_deferrable_submits_then_defers_with_the_handle_and_resumes() -> None:
     assert isinstance(trigger, ContainerJobTrigger)
     _path, kwargs = trigger.serialize()
     assert SECRET not in repr(kwargs)
+    assert kwargs["secret_env"] == {"P": "var://p"}  # references, resolved by the trigger itself
     assert kwargs["handle"]["key"] == fake.submitted[0].key
     assert fake.cancelled == []  # deferring must not remove the job
 
@@ -377,6 +378,62 @@ def test_trigger_startup_timeout_and_error_events(monkeypatch: pytest.MonkeyPatc
     assert events == [
         {"status": "error", "message": "ConnectionError: engine down", "handle": handle.to_dict(), "tail": []}
     ]
+
+
+def test_trigger_redacts_secrets_in_relayed_lines_and_in_the_event(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trigger gets references only and resolves them itself, in the triggerer."""
+    monkeypatch.setenv("AIRFLOW_VAR_PRICING_TOKEN", SECRET)
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING), JobStatus(FAILED, 1, message=f"died holding {SECRET}")]
+    fake.lines = [f"token={SECRET}", f"repr={SECRET!r}", "plain line"]
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    trigger = ContainerJobTrigger(
+        conn_id="c", handle=handle.to_dict(), secret_env={"TOKEN": "var://pricing_token"}, poll_interval=0.01
+    )
+    _path, kwargs = trigger.serialize()
+    assert kwargs["secret_env"] == {"TOKEN": "var://pricing_token"}
+    assert SECRET not in repr(kwargs)
+    events = _run_trigger(trigger, fake, monkeypatch)
+    assert events[0]["tail"] == ["token=***", "repr='***'", "plain line"]
+    assert events[0]["message"] == "died holding ***"
+    assert SECRET not in repr(events)
+    out = "".join(capsys.readouterr())
+    assert "token=***" in out
+    assert SECRET not in out
+
+
+def test_trigger_that_cannot_resolve_its_secrets_relays_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_VAR_GONE", raising=False)
+    fake = FakeBackend()
+    fake.lines = ["would be relayed"]
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    trigger = ContainerJobTrigger(
+        conn_id="c", handle=handle.to_dict(), secret_env={"TOKEN": "var://gone"}, poll_interval=0.01
+    )
+    events = _run_trigger(trigger, fake, monkeypatch)
+    assert len(events) == 1
+    assert events[0]["status"] == "error"
+    assert "var://gone" in events[0]["message"]
+    assert "tail" not in events[0]
+    assert fake.cancelled == []  # the resumed task fails and removes the job (next test)
+
+
+def test_execute_complete_removes_the_job_when_its_secrets_cannot_be_read() -> None:
+    fake = FakeBackend()
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    op, _ = make(fake, secret_env={"P": "var://gone"})
+
+    class NoSecrets:
+        def resolve_secret_env(self, refs: dict[str, Any]) -> dict[str, str]:
+            raise MlProviderError("secret_env['P']: could not read var://gone")
+
+    op.__dict__["hook"] = NoSecrets()
+    event = {"status": "error", "message": "could not read the job's secrets", "handle": handle.to_dict()}
+    with pytest.raises(MlProviderError, match="var://gone"):
+        op.execute_complete(context(), event)
+    assert fake.cancelled == ["k"]
 
 
 def test_trigger_on_kill_cancels_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
