@@ -6,7 +6,9 @@ kinds of containers, all with host networking and labelled ``airflow-ml-provider
 * one **router** (``ml-serve-<endpoint>-router``): :mod:`airflow_ml_provider.serving.router` run
   by ``python3`` of ``router_image``. It listens on ``127.0.0.1:<port>`` and forwards each
   connection to the current model container; its control API on ``127.0.0.1:<admin_port>``
-  (default ``port + 1``) switches the upstream and reports open connections per upstream.
+  (default ``port + 1``) switches the upstream and reports open connections per upstream. It
+  answers only requests bearing the router's own random token, which the router container gets
+  as secret environment and later deploys read back from the container's configuration.
 * one **model** container (``ml-serve-<endpoint>-v<version>-<6 hex>``, two during a deploy):
   ``mlflow models serve -m models:/<name>/<version> --env-manager local`` on a free port of its
   own (with host networking two containers cannot share a port).
@@ -90,11 +92,17 @@ def _free_port(avoid: Sequence[int] = ()) -> int:
     raise ModelDeployError("Could not find a free port on 127.0.0.1.")
 
 
-def _http(method: str, port: int, path: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-    """One request to 127.0.0.1:port (no proxy settings involved); (status, JSON or text)."""
+def _http(
+    method: str, port: int, path: str, body: Any = None, timeout: float = 5.0, token: str | None = None
+) -> tuple[int, Any]:
+    """One request to 127.0.0.1:port (no proxy settings involved); (status, JSON or text).
+
+    ``token``: sent as ``Authorization: Bearer <token>`` (the router's control token).
+    """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        conn.request(method, path, body=None if body is None else json.dumps(body))
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
         resp = conn.getresponse()
         data = resp.read()
     finally:
@@ -492,10 +500,24 @@ class MlflowDeployModelOperator(_MlflowOperator):
     def _admin_port(self, router: Any) -> int:
         return int(router.labels.get(LABEL_ADMIN_PORT) or self.admin_port)
 
+    @staticmethod
+    def _router_token(router: Any) -> str | None:
+        """The router's control token, read back from its container's environment (masked)."""
+        from airflow.sdk.log import mask_secret
+
+        from airflow_ml_provider.serving.router import TOKEN_ENV
+
+        for entry in (router.attrs.get("Config") or {}).get("Env") or []:
+            name, _, value = str(entry).partition("=")
+            if name == TOKEN_ENV and value:
+                mask_secret(value)
+                return value
+        return None  # a router started before tokens existed: its API takes none
+
     def _router_state(self, router: Any) -> dict[str, Any]:
         port = self._admin_port(router)
         try:
-            status, body = _http("GET", port, "/state")
+            status, body = _http("GET", port, "/state", token=self._router_token(router))
         except (OSError, http.client.HTTPException) as e:
             raise ModelDeployError(
                 f"Router {router.name} of endpoint {self.endpoint_name!r} does not answer on 127.0.0.1:{port} ({e}); "
@@ -506,15 +528,22 @@ class MlflowDeployModelOperator(_MlflowOperator):
         return body
 
     def _switch(self, router: Any, port: int) -> None:
-        status, body = _http("PUT", self._admin_port(router), "/upstream", {"port": port})
+        status, body = _http(
+            "PUT", self._admin_port(router), "/upstream", {"port": port}, token=self._router_token(router)
+        )
         if status != 200:
             raise ModelDeployError(f"Router {router.name} refused to switch to port {port}: HTTP {status}: {body}")
         self.log.info("Router %s switched from port %s to %s.", router.name, body.get("previous"), port)
 
     def _start_router(self, backend: DockerBackend, upstream: int) -> Any:
+        from airflow.sdk.log import mask_secret
+
         from airflow_ml_provider.backends.base import JobSpec, spec_digest
+        from airflow_ml_provider.serving.router import TOKEN_ENV
 
         source = _ROUTER_SOURCE.read_text()
+        token = secrets.token_urlsafe(32)
+        mask_secret(token)
         spec = JobSpec(
             key=f"ml-serve-{self.endpoint_name}-router",
             image=self.router_image,
@@ -530,6 +559,7 @@ class MlflowDeployModelOperator(_MlflowOperator):
                 str(self.admin_port),
             ],
             env={"PYTHONUNBUFFERED": "1"},
+            secret_env={TOKEN_ENV: token},
             network="host",
             labels={
                 LABEL_ENDPOINT: self.endpoint_name,
@@ -547,7 +577,7 @@ class MlflowDeployModelOperator(_MlflowOperator):
             ready = False
             if not status.finished:
                 with contextlib.suppress(OSError, http.client.HTTPException):
-                    ready = _http("GET", self.admin_port, "/state", timeout=1.0)[0] == 200
+                    ready = _http("GET", self.admin_port, "/state", timeout=1.0, token=token)[0] == 200
             if ready:
                 break
             if status.finished or time.monotonic() > deadline:

@@ -17,21 +17,26 @@ any image with a ``python3`` will do. It can also be run (or imported, for tests
   never under an in-flight request, and the client's connection stays open, so a client that
   reuses connections sees no error and no reconnect. This assumes no HTTP pipelining (no common
   client pipelines); with ``--tcp-only`` connections stay where they were opened until they close.
-* **Control plane**: a small HTTP API on ``--admin-host:--admin-port`` (127.0.0.1 by default:
-  anyone who can reach it can switch the upstream):
+* **Control plane**: a small HTTP API on ``--admin-host:--admin-port`` (127.0.0.1 by default).
+  When the environment variable ``ROUTER_ADMIN_TOKEN`` is set (the deploy operator sets a random
+  one per router and passes it as a secret), ``/state`` and ``/upstream`` answer 401 unless the
+  request carries ``Authorization: Bearer <token>``; the token is never taken from the command
+  line, which every local user can read. Without it anyone who reaches the port can switch:
 
   ``GET /state``      ``{"upstream": port, "connections": {"<port>": open connections}, "accepted": n,
                       "migrated": n}`` (what a deployer polls to know the old upstream drained)
   ``PUT /upstream``   body ``{"port": N}``: switch new connections to port N; 409 (nothing
                       changed) if nothing accepts a connection on N
-  ``GET /health``     200 ``ok``
+  ``GET /health``     200 ``ok`` (never needs the token)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import json
+import os
 import re
 import selectors
 import socket
@@ -43,6 +48,8 @@ from typing import Any
 
 CONNECT_TIMEOUT = 5.0
 BUFFER = 65536
+#: The environment variable holding the control API's bearer token.
+TOKEN_ENV = "ROUTER_ADMIN_TOKEN"  # noqa: S105  # a variable name, not a secret
 #: The start of an HTTP/1.x request line (what a client sends first when it begins a new request).
 _REQUEST_START = re.compile(rb"^(?:GET|POST|PUT|HEAD|DELETE|OPTIONS|PATCH) /")
 
@@ -69,6 +76,7 @@ class Router:
     :param upstream_host: the upstreams' address.
     :param admin_host: the address the control API is bound to.
     :param migrate: move keep-alive connections to a new upstream at request boundaries.
+    :param admin_token: if set, the control API (but ``/health``) requires ``Authorization: Bearer <token>``.
     """
 
     def __init__(
@@ -81,8 +89,10 @@ class Router:
         upstream_host: str = "127.0.0.1",
         admin_host: str = "127.0.0.1",
         migrate: bool = True,
+        admin_token: str | None = None,
     ) -> None:
         self.listen_host, self.listen_port = listen_host, listen_port
+        self.admin_token = admin_token or None
         self.upstream_host = upstream_host
         self.admin_host, self.admin_port = admin_host, admin_port
         self.migrate = migrate
@@ -267,7 +277,20 @@ def _handler(router: Router) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _authorized(self) -> bool:
+            """True when no token is configured or the request carries it; else answers 401."""
+            if router.admin_token is None:
+                return True
+            given = self.headers.get("Authorization") or ""
+            if hmac.compare_digest(given.encode(), f"Bearer {router.admin_token}".encode()):
+                return True
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # drain the body before answering
+            self._send(401, {"error": f"missing or wrong bearer token (the router's ${TOKEN_ENV})"})
+            return False
+
         def do_GET(self) -> None:
+            if self.path != "/health" and not self._authorized():
+                return
             if self.path == "/state":
                 self._send(200, router.state())
             elif self.path == "/health":
@@ -276,6 +299,8 @@ def _handler(router: Router) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": f"no such path {self.path}; use /state, /health or PUT /upstream"})
 
         def do_PUT(self) -> None:
+            if not self._authorized():
+                return
             if self.path != "/upstream":
                 self._send(404, {"error": 'use PUT /upstream with {"port": N}'})
                 return
@@ -320,10 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream_host=args.upstream_host,
         admin_host=args.admin_host,
         migrate=not args.tcp_only,
+        admin_token=os.environ.get(TOKEN_ENV),
     ).start()
     print(
         f"router: listening on {router.listen_host}:{router.listen_port}, upstream "
-        f"{router.upstream_host}:{router.upstream}, admin {router.admin_host}:{router.admin_port}",
+        f"{router.upstream_host}:{router.upstream}, admin {router.admin_host}:{router.admin_port}"
+        + (" (token required)" if router.admin_token else " (no token: anyone reaching it can switch)"),
         flush=True,
     )
     router.wait()

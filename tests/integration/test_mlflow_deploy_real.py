@@ -24,11 +24,13 @@ import pytest
 from airflow_ml_provider.backends.base import BackendError
 from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES, MlflowHook
 from airflow_ml_provider.operators.mlflow_deploy import (
+    LABEL_ADMIN_PORT,
     LABEL_ENDPOINT,
     LABEL_ROLE,
     LABEL_VERSION,
     MlflowDeployModelOperator,
     ModelDeployError,
+    _http,
     remove_endpoint,
 )
 from airflow_ml_provider.operators.mlflow_registry import MlflowRegisterModelOperator
@@ -237,6 +239,12 @@ def test_deploy_invoke_noop_and_blue_green_under_load(endpoint: tuple[str, int])
     assert predict(port) == [2.0, 8.0]
     roles = sorted(c.labels[LABEL_ROLE] for c in endpoint_containers(ep))
     assert roles == ["model", "router"]
+    # The router's control API is locked with its own token: a stranger on the host cannot switch.
+    router = next(c for c in endpoint_containers(ep) if c.labels[LABEL_ROLE] == "router")
+    admin_port = int(router.labels[LABEL_ADMIN_PORT])
+    assert _http("GET", admin_port, "/state")[0] == 401
+    assert _http("PUT", admin_port, "/upstream", {"port": port})[0] == 401
+    assert _http("GET", admin_port, "/health") == (200, "ok")
 
     again = deploy(name, endpoint)  # the alias did not move: nothing to do
     assert again["changed"] is False

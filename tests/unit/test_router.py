@@ -103,12 +103,14 @@ def get(port: int, path: str = "/") -> str:
         conn.close()
 
 
-def admin(r: Router, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def admin(r: Router, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", r.admin_port, timeout=5)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        conn.request(method, path, body=None if body is None else json.dumps(body))
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
         resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
+        data = resp.read()
+        return resp.status, json.loads(data) if resp.getheader("Content-Type") == "application/json" else data.decode()
     finally:
         conn.close()
 
@@ -247,3 +249,21 @@ def test_steady_keep_alive_load_through_a_switch_has_no_errors(router: Router, b
         assert seen.count("200 green") > 0
         assert seen == ["200 blue"] * n_blue + ["200 green"] * (len(seen) - n_blue)
     assert router.state()["connections"].get(str(blue.port), 0) == 0
+
+
+def test_with_a_token_the_control_api_answers_only_requests_that_carry_it(blue_green: tuple[Named, Named]) -> None:
+    blue, green = blue_green
+    with Router(0, blue.port, 0, admin_token="t0ken-abc") as r:
+        assert admin(r, "GET", "/state")[0] == 401
+        assert admin(r, "GET", "/state", token="wrong")[0] == 401
+        status, body = admin(r, "PUT", "/upstream", {"port": green.port}, token="t0ken-ab")
+        assert status == 401
+        assert "t0ken" not in json.dumps(body)
+        assert r.upstream == blue.port  # refused: nothing switched
+        assert admin(r, "GET", "/health") == (200, "ok")  # liveness needs no token
+        assert admin(r, "PUT", "/upstream", {"port": green.port}, token="t0ken-abc") == (
+            200,
+            {"upstream": green.port, "previous": blue.port},
+        )
+        assert admin(r, "GET", "/state", token="t0ken-abc")[1]["upstream"] == green.port
+        assert get(r.listen_port) == "green"
