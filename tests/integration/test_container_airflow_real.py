@@ -61,13 +61,14 @@ DAGS = textwrap.dedent(
     )
     make("c_fail", command=["python3", "-c", FAIL], secret_env=SECRET_ENV)
     LEAK = (  # a careless job that prints its own secret, plainly and escaped, then fails
-        "import os, sys\n"
-        "secret = os.environ['ERP_PASSWORD']\n"
-        "print('leak: first', flush=True)\n"
-        "for i in range(3):\n"
-        "    print(f'leak: plain={{secret}} repr={{secret!r}}', flush=True)\n"
-        "print(f'leak: stderr={{secret}}', file=sys.stderr, flush=True)\n"
-        "sys.exit(5)\n"
+        "import os, sys, time\\n"
+        "secret = os.environ['ERP_PASSWORD']\\n"
+        "print('leak: first', flush=True)\\n"
+        "time.sleep(4)\\n"  # long enough for the deferrable task to be deferred before the leak
+        "for i in range(3):\\n"
+        "    print(f'leak: plain={{secret}} repr={{secret!r}}', flush=True)\\n"
+        "print(f'leak: stderr={{secret}}', file=sys.stderr, flush=True)\\n"
+        "sys.exit(5)\\n"
     )
     make("c_leak", command=["python3", "-c", LEAK], secret_env=SECRET_ENV)
     make("c_leak_defer", command=["python3", "-c", LEAK], secret_env=SECRET_ENV, deferrable=True)
