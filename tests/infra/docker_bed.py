@@ -454,12 +454,17 @@ def ensure_train_image() -> str:
     return ensure_built(train_image_tag(), TRAIN_LATEST, _build_train, "train")
 
 
-def _build_train(tag: str, base: str) -> None:
+def docker_build(context: Callable[[Path], None], tag: str, latest: str, base: str, log: Path) -> None:
+    """``docker build`` of the context ``context(dir)`` writes, FROM ``base``, tagged ``tag`` and ``latest``.
+
+    Host networking and the pip index settings of this machine (pip runs in the build); the inputs
+    hash (the tag's suffix) goes into a label so ``ensure_built`` can tell a stale image.
+    """
     build_args = {"BASE_IMAGE": base, **pip_index_args()}
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the legacy builder: no buildx needed with engine 20.10
-    with tempfile.TemporaryDirectory(prefix="train-image-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="image-build-") as tmp:
         ctx = Path(tmp)
-        _train_context(ctx)
+        context(ctx)
         cmd = [
             docker_cli(),
             "build",
@@ -471,10 +476,14 @@ def _build_train(tag: str, base: str) -> None:
             "-t",
             tag,
             "-t",
-            TRAIN_LATEST,
+            latest,
             str(ctx),
         ]
-        _run_logged(cmd, LOG_DIR / "train-build.log", f"docker build of {tag}", timeout=1800, env=env)
+        _run_logged(cmd, log, f"docker build of {tag}", timeout=1800, env=env)
+
+
+def _build_train(tag: str, base: str) -> None:
+    docker_build(_train_context, tag, TRAIN_LATEST, base, LOG_DIR / "train-build.log")
 
 
 # --- all -----------------------------------------------------------------------------------------

@@ -15,25 +15,20 @@ Command line::
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from tests.infra.docker_bed import (
     IMAGES_DIR,
-    INPUTS_LABEL,
     LOG_DIR,
     DockerBedError,
-    _run_logged,
     base_inputs_hash,
-    docker_cli,
+    docker_build,
     ensure_built,
     ensure_dockerd,
     host_ca_bundle,
-    pip_index_args,
 )
 
 SERVE_DOCKERFILE = IMAGES_DIR / "serve" / "Dockerfile"
@@ -55,28 +50,13 @@ def serve_image_tag() -> str:
     return f"{SERVE_REPO}:{serve_hash()}"
 
 
+def _context(ctx: Path) -> None:
+    shutil.copy2(SERVE_DOCKERFILE, ctx / "Dockerfile")
+    shutil.copyfile(host_ca_bundle(), ctx / "build-ca.crt")
+
+
 def _build(tag: str, base: str) -> None:
-    build_args = {"BASE_IMAGE": base, **pip_index_args()}
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the legacy builder, as for the train image
-    with tempfile.TemporaryDirectory(prefix="serve-image-") as tmp:
-        ctx = Path(tmp)
-        shutil.copy2(SERVE_DOCKERFILE, ctx / "Dockerfile")
-        shutil.copyfile(host_ca_bundle(), ctx / "build-ca.crt")
-        cmd = [
-            docker_cli(),
-            "build",
-            "--network=host",
-            "--force-rm",
-            *(a for k, v in build_args.items() for a in ("--build-arg", f"{k}={v}")),
-            "--label",
-            f"{INPUTS_LABEL}={tag.rsplit(':', 1)[1]}",
-            "-t",
-            tag,
-            "-t",
-            SERVE_LATEST,
-            str(ctx),
-        ]
-        _run_logged(cmd, BUILD_LOG, f"docker build of {tag}", timeout=1800, env=env)
+    docker_build(_context, tag, SERVE_LATEST, base, BUILD_LOG)
 
 
 def ensure_serve_image() -> str:

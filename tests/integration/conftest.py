@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES
 from tests.conftest import TESTBED, service_unavailable
 from tests.infra.counting_proxy import CountingProxy
 
@@ -111,8 +113,6 @@ def mlflow_server() -> Iterator[Any]:
     ``.testbed/mlflow/session-<pid>`` (one directory per pytest process, since sessions run
     concurrently; directories of dead sessions are removed first).
     """
-    import os  # (imported here: this block was appended to the module)
-
     try:
         from tests.infra import mlflow_bed
 
@@ -126,3 +126,41 @@ def mlflow_server() -> Iterator[Any]:
         service_unavailable(f"could not start the MLflow test bed: {type(e).__name__}: {e}")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def mlflow_conn(mlflow_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``ml_mlflow_default`` pointing at the session's MLflow server; afterwards no ``MLFLOW_*``
+    variable may be left in the environment (the hook's scope must restore it)."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ML_MLFLOW_DEFAULT",
+        json.dumps({"conn_type": "ml_mlflow", "host": mlflow_server.url, "extra": {"max_retries": 1, "timeout": 10}}),
+    )
+    for name in SCOPED_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield "ml_mlflow_default"
+    leaked = [name for name in SCOPED_VARIABLES if name in os.environ]
+    assert leaked == [], f"MLflow variables left in the environment: {leaked}"
+
+
+@pytest.fixture(scope="module")
+def local_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Real MLflow models in a local store of the module's (see ``log_local_models``); afterwards
+    no ``MLFLOW_*`` variable may differ from before."""
+    from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
+
+    before = mlflow_env_snapshot()
+    store = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CONN_ENV, mlflow_conn_json(store))
+        yield log_local_models(store)
+    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
+
+
+@pytest.fixture
+def local_models_conn(local_models: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``local_models`` with ``ml_mlflow_default`` pointing at their store for this test."""
+    from tests.unit.batch_predict_support import CONN_ENV
+
+    monkeypatch.setenv(CONN_ENV, local_models.conn_json)
+    return local_models

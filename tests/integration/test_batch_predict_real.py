@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,6 @@ from tests.integration.conftest import admin_client, set_hdfs_conn
 
 pytestmark = pytest.mark.integration
 CTX: Any = {}
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
-
-    before = mlflow_env_snapshot()
-    store = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CONN_ENV, mlflow_conn_json(store))
-        yield log_local_models(store)
-    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
-
-
-@pytest.fixture
-def conn(models: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from tests.unit.batch_predict_support import CONN_ENV
-
-    monkeypatch.setenv(CONN_ENV, models.conn_json)
-    return models
 
 
 def put_parquet(client: Any, path: str, frame: Any) -> None:
@@ -54,7 +33,7 @@ def get_parquet(client: Any, path: str) -> Any:
 
 
 def test_hdfs_input_to_hdfs_output_with_success_last(
-    hdfs: Any, hdfs_dir: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+    hdfs: Any, hdfs_dir: str, local_models_conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
     import pandas as pd
@@ -88,7 +67,9 @@ def test_hdfs_input_to_hdfs_output_with_success_last(
     assert {s["owner"] for s in listing.values()} == {"etl"}
     got = pd.concat([get_parquet(admin, f"{out}/part-0000{i}.parquet") for i in (0, 1)], ignore_index=True)
     assert list(got.columns) == ["id", "a", "b", "c", "country", "prediction"]
-    np.testing.assert_allclose(got["prediction"], conn.sklearn_model.predict(data[list(FEATURES)]), rtol=1e-12)
+    np.testing.assert_allclose(
+        got["prediction"], local_models_conn.sklearn_model.predict(data[list(FEATURES)]), rtol=1e-12
+    )
     assert got["id"].tolist() == data["id"].tolist()
 
     # a rerun replaces the output: old renamed aside, new renamed in, old deleted, _SUCCESS last
@@ -106,7 +87,7 @@ def test_hdfs_input_to_hdfs_output_with_success_last(
     assert sorted(admin.list(f"{hdfs_dir}/scores")) == ["day=1"]
 
 
-def test_peak_memory_is_bounded_by_the_chunk_not_the_dataset(conn: Any, tmp_path: Path) -> None:
+def test_peak_memory_is_bounded_by_the_chunk_not_the_dataset(local_models_conn: Any, tmp_path: Path) -> None:
     """Scoring 10x the chunk size must not need much more memory than scoring 1x (fresh interpreters)."""
     from tests.unit.batch_predict_support import make_frame, peak_rss_growth, write_parquet
 
@@ -120,7 +101,7 @@ def test_peak_memory_is_bounded_by_the_chunk_not_the_dataset(conn: Any, tmp_path
     def growth(mode: str, mult: int) -> float:
         result = peak_rss_growth(
             mode,
-            conn.conn_json,
+            local_models_conn.conn_json,
             "models:/lin@champion",
             str(tmp_path / f"in{mult}"),
             str(tmp_path / f"out-{mode}{mult}"),

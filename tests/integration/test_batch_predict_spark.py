@@ -36,27 +36,6 @@ def active_context() -> Any:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    pytest.importorskip("pyspark")
-    from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
-
-    before = mlflow_env_snapshot()
-    store = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CONN_ENV, mlflow_conn_json(store))
-        yield log_local_models(store)
-    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
-
-
-@pytest.fixture
-def conn(models: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from tests.unit.batch_predict_support import CONN_ENV
-
-    monkeypatch.setenv(CONN_ENV, models.conn_json)
-    return models
-
-
-@pytest.fixture(scope="module")
 def _stop_spark_at_end() -> Iterator[None]:
     yield
     from pyspark import SparkContext
@@ -144,7 +123,7 @@ def test_engine_arguments_and_hdfs_paths_are_checked() -> None:
 
 
 def test_signature_mismatch_fails_before_spark_starts(
-    conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    local_models_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pyspark.sql import SparkSession
 
@@ -176,7 +155,9 @@ def test_signature_mismatch_fails_before_spark_starts(
 # -- the operator's own session -----------------------------------------------------------------
 
 
-def test_nan_predictions_fail_keep_the_old_output_and_stop_the_own_session(conn: Any, tmp_path: Path) -> None:
+def test_nan_predictions_fail_keep_the_old_output_and_stop_the_own_session(
+    local_models_conn: Any, tmp_path: Path
+) -> None:
     from pyspark.sql import SparkSession
 
     from tests.unit.batch_predict_support import make_frame, write_parquet
@@ -210,7 +191,7 @@ def test_nan_predictions_fail_keep_the_old_output_and_stop_the_own_session(conn:
 
 
 def test_spark_output_equals_pandas_output_and_success_is_written_last(
-    conn: Any, spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    local_models_conn: Any, spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
     import pandas as pd
@@ -257,7 +238,7 @@ def test_spark_output_equals_pandas_output_and_success_is_written_last(
     assert active_context() is not None
 
 
-def test_rerun_replaces_the_output_atomically(conn: Any, spark: Any, tmp_path: Path) -> None:
+def test_rerun_replaces_the_output_atomically(local_models_conn: Any, spark: Any, tmp_path: Path) -> None:
     import numpy as np
 
     from tests.unit.batch_predict_support import FEATURES, make_frame, write_parquet
@@ -282,5 +263,5 @@ def test_rerun_replaces_the_output_atomically(conn: Any, spark: Any, tmp_path: P
     got = read_output(out)
     assert list(got.columns) == ["id", "score"]
     assert got["id"].tolist() == list(range(1000, 1012))
-    np.testing.assert_allclose(got["score"], conn.sklearn_model.predict(frame[list(FEATURES)]), rtol=1e-12)
+    np.testing.assert_allclose(got["score"], local_models_conn.sklearn_model.predict(frame[list(FEATURES)]), rtol=1e-12)
     assert os.path.getsize(out / "_SUCCESS") == 0

@@ -24,85 +24,32 @@ from airflow_ml_provider.backends.base import (
     LABEL_KEY,
     LABEL_MANAGED,
     LABEL_SPEC,
-    RUNNING,
     SUCCEEDED,
     BackendError,
     JobExistsError,
     JobHandle,
     JobResultError,
-    JobSpec,
     JobStatus,
-    spec_digest,
 )
 from airflow_ml_provider.backends.docker_engine import DockerBackend, DockerConfig
 from airflow_ml_provider.utils.resources import ResourceSpec
+from tests.integration.backend_jobs import RESULT, TrackedJobs
 
 pytestmark = pytest.mark.integration
 
 STOP_TIMEOUT = 2
-#: Prepares the result file's directory; the backend sets ML_RESULT_PATH to the spec's result_path.
-RESULT = (
-    "import json, os, pathlib\n"
-    "out = pathlib.Path(os.environ['ML_RESULT_PATH'])\n"
-    "out.parent.mkdir(parents=True, exist_ok=True)\n"
-)
 
 
-class Jobs:
-    """Submits jobs with unique keys and removes every one of them afterwards."""
+class Jobs(TrackedJobs):
+    """Docker: a key may leave a container behind."""
 
-    def __init__(self, backend: DockerBackend, image: str) -> None:
-        self.backend = backend
-        self.image = image
-        self.keys: list[str] = []
-        self.handles: list[JobHandle] = []
+    backend: DockerBackend
 
-    def key(self) -> str:
-        key = f"ml-test-{uuid.uuid4().hex[:16]}"
-        self.keys.append(key)
-        return key
-
-    def spec(self, script: str | None = None, **kwargs: Any) -> JobSpec:
-        kwargs.setdefault("key", self.key())
-        kwargs.setdefault("image", self.image)
-        if script is not None:
-            kwargs["command"] = ["python3", "-c", script]
-        spec = JobSpec(**kwargs)
-        return spec._replace(spec_hash=spec.spec_hash or spec_digest(spec))
-
-    def submit(self, spec: JobSpec) -> JobHandle:
-        handle = self.backend.submit(spec)
-        self.handles.append(handle)
-        return handle
-
-    def run(self, script: str, timeout: float = 60, **kwargs: Any) -> tuple[JobHandle, JobStatus]:
-        handle = self.submit(self.spec(script, **kwargs))
-        return handle, self.wait(handle, timeout)
-
-    def wait(self, handle: JobHandle, timeout: float = 60) -> JobStatus:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.backend.status(handle)
-            if status.finished:
-                return status
-            assert time.monotonic() < deadline, f"{handle.key} still {status} after {timeout} s"
-            time.sleep(0.05)
-
-    def wait_running(self, handle: JobHandle, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while (status := self.backend.status(handle)).state != RUNNING:
-            assert not status.finished, status
-            assert time.monotonic() < deadline, f"{handle.key} not running after {timeout} s: {status}"
-            time.sleep(0.05)
-
-    def cleanup(self) -> None:
+    def remove_leftovers(self, key: str) -> None:
         import docker.errors
 
-        for handle in self.handles:
-            self.backend.cancel(handle)
-        for key in self.keys:  # jobs whose submit failed, foreign containers made by a test
-            with contextlib.suppress(docker.errors.NotFound):
-                self.backend.client.api.remove_container(key, force=True, v=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            self.backend.client.api.remove_container(key, force=True, v=True)
 
 
 @pytest.fixture

@@ -33,13 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
 import requests
 
 pytestmark = pytest.mark.integration
-
-mlflow = pytest.importorskip("mlflow")
-pytest.importorskip("sklearn")
 
 
 def _mlflow_env() -> dict[str, str]:
@@ -67,7 +65,7 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]  # None: back to the default
         registry_utils._registry_uri = saved[1]  # set_registry_uri(None) is not supported
         for var, value in saved_env.items():
             if value is None:

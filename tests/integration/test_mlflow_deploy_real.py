@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
-import os
 import socket
 import textwrap
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_ml_provider.backends.base import BackendError
-from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES, MlflowHook
+from airflow_ml_provider.hooks.mlflow import MlflowHook
 from airflow_ml_provider.operators.mlflow_deploy import (
     LABEL_ADMIN_PORT,
     LABEL_ENDPOINT,
@@ -60,19 +59,6 @@ def serve_image(docker_images: dict[str, str]) -> str:
         service_unavailable(f"could not build the serve image: {type(e).__name__}: {e}")
 
 
-@pytest.fixture
-def conn(mlflow_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ML_MLFLOW_DEFAULT",
-        json.dumps({"conn_type": "ml_mlflow", "host": mlflow_server.url, "extra": {"max_retries": 1, "timeout": 10}}),
-    )
-    for name in SCOPED_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    yield "ml_mlflow_default"
-    leaked = [name for name in SCOPED_VARIABLES if name in os.environ]
-    assert leaked == [], f"MLflow variables left in the environment: {leaked}"
-
-
 def free_port_pair() -> int:
     """A port p with p and p + 1 both free on 127.0.0.1."""
     for _ in range(50):
@@ -99,7 +85,7 @@ def endpoint_containers(endpoint: str) -> list[Any]:
 
 
 @pytest.fixture
-def endpoint(serve_image: str, conn: str) -> Iterator[tuple[str, int]]:
+def endpoint(serve_image: str, mlflow_conn: str) -> Iterator[tuple[str, int]]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     yield name, free_port_pair()
     removed = remove_endpoint(name)

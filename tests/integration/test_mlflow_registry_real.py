@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,19 +30,6 @@ class TI:
 
 def ctx() -> Any:
     return {"ti": TI()}
-
-
-@pytest.fixture
-def conn(mlflow_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ML_MLFLOW_DEFAULT",
-        json.dumps({"conn_type": "ml_mlflow", "host": mlflow_server.url, "extra": {"max_retries": 1, "timeout": 10}}),
-    )
-    for name in SCOPED_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    yield "ml_mlflow_default"
-    leaked = [name for name in SCOPED_VARIABLES if name in os.environ]
-    assert leaked == [], f"MLflow variables left in the environment: {leaked}"
 
 
 def train(rmse: float, *, with_model: bool = True) -> tuple[str, str | None]:
@@ -75,7 +61,7 @@ def register(name: str, uri: str) -> dict[str, Any]:
     return MlflowRegisterModelOperator(task_id="register", name=name, model_uri=uri).execute(ctx())
 
 
-def test_register_from_a_run_is_idempotent_and_tagged(conn: str) -> None:
+def test_register_from_a_run_is_idempotent_and_tagged(mlflow_conn: str) -> None:
     name = f"pricing-{uuid.uuid4().hex[:8]}"
     run_id, _ = train(1.0)
     first = register(name, f"runs:/{run_id}/model")
@@ -93,7 +79,7 @@ def test_register_from_a_run_is_idempotent_and_tagged(conn: str) -> None:
     assert mv.tags["airflow.run_id"] == TI.run_id
 
 
-def test_register_a_logged_model_by_its_models_uri(conn: str) -> None:
+def test_register_a_logged_model_by_its_models_uri(mlflow_conn: str) -> None:
     name = f"pricing-{uuid.uuid4().hex[:8]}"
     _, model_id = train(1.0)
     result = register(name, f"models:/{model_id}")
@@ -102,7 +88,7 @@ def test_register_a_logged_model_by_its_models_uri(conn: str) -> None:
 
 
 @pytest.mark.parametrize("problem", ["unknown run", "run without a model"])
-def test_bad_sources_fail_clearly_and_register_nothing(conn: str, problem: str) -> None:
+def test_bad_sources_fail_clearly_and_register_nothing(mlflow_conn: str, problem: str) -> None:
     name = f"pricing-{uuid.uuid4().hex[:8]}"
     if problem == "unknown run":
         uri = f"runs:/{uuid.uuid4().hex}/model"
@@ -122,7 +108,7 @@ def promote(name: str, version: str, **kw: Any) -> dict[str, Any]:
     return MlflowPromoteModelOperator(task_id="promote", name=name, version=version, **kw).execute(ctx())
 
 
-def test_champion_gate_promotes_only_a_better_model_and_records_why(conn: str) -> None:
+def test_champion_gate_promotes_only_a_better_model_and_records_why(mlflow_conn: str) -> None:
     name = f"pricing-{uuid.uuid4().hex[:8]}"
     versions = [register(name, f"runs:/{train(rmse)[0]}/model")["version"] for rmse in (1.0, 0.8, 0.79, 0.9)]
     first = promote(name, versions[0])
@@ -149,7 +135,7 @@ def test_champion_gate_promotes_only_a_better_model_and_records_why(conn: str) -
     assert tags["airflow.gate.champion_metric"] == "0.8"
 
 
-def test_promote_without_gate_moves_the_alias_and_rejects_bad_input(conn: str) -> None:
+def test_promote_without_gate_moves_the_alias_and_rejects_bad_input(mlflow_conn: str) -> None:
     name = f"pricing-{uuid.uuid4().hex[:8]}"
     version = register(name, f"runs:/{train(1.0)[0]}/model")["version"]
     assert promote(name, version, gate_metric=None, alias="staging")["alias"] == "staging"

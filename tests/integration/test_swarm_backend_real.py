@@ -21,84 +21,34 @@ from airflow_ml_provider.backends.base import (
     LABEL_KEY,
     LABEL_MANAGED,
     LABEL_SPEC,
-    PENDING,
     RUNNING,
     SUCCEEDED,
     BackendError,
     JobExistsError,
-    JobHandle,
-    JobSpec,
     JobStatus,
-    spec_digest,
 )
 from airflow_ml_provider.backends.docker_engine import DockerConfig
 from airflow_ml_provider.backends.swarm import SwarmBackend, task_status
 from airflow_ml_provider.utils.resources import ResourceSpec
+from tests.integration.backend_jobs import RESULT, TrackedJobs
 
 pytestmark = pytest.mark.integration
 
-RESULT = (
-    "import json, os, pathlib\n"
-    "out = pathlib.Path(os.environ['ML_RESULT_PATH'])\n"
-    "out.parent.mkdir(parents=True, exist_ok=True)\n"
-)
 
+class Services(TrackedJobs):
+    """Swarm: a key may leave a service and exited task containers behind."""
 
-class Services:
-    """Submits jobs with unique keys and removes every one of them afterwards."""
+    backend: SwarmBackend
 
-    def __init__(self, backend: SwarmBackend, image: str) -> None:
-        self.backend = backend
-        self.image = image
-        self.keys: list[str] = []
-        self.handles: list[JobHandle] = []
-
-    def key(self) -> str:
-        key = f"ml-test-{uuid.uuid4().hex[:16]}"
-        self.keys.append(key)
-        return key
-
-    def spec(self, script: str | None = None, **kwargs: Any) -> JobSpec:
-        kwargs.setdefault("key", self.key())
-        kwargs.setdefault("image", self.image)
-        if script is not None:
-            kwargs["command"] = ["python3", "-c", script]
-        spec = JobSpec(**kwargs)
-        return spec._replace(spec_hash=spec_digest(spec))
-
-    def submit(self, spec: JobSpec) -> JobHandle:
-        handle = self.backend.submit(spec)
-        self.handles.append(handle)
-        return handle
-
-    def run(self, script: str, timeout: float = 60, **kwargs: Any) -> tuple[JobHandle, JobStatus]:
-        handle = self.submit(self.spec(script, **kwargs))
-        return handle, self.wait(handle, timeout)
-
-    def wait(self, handle: JobHandle, timeout: float = 60) -> JobStatus:
-        deadline = time.monotonic() + timeout
-        seen = set()
-        while True:
-            status = self.backend.status(handle)
-            seen.add(status.state)
-            if status.finished:
-                assert seen <= {PENDING, RUNNING, status.state}, seen
-                return status
-            assert time.monotonic() < deadline, f"{handle.key} still {status} after {timeout} s"
-            time.sleep(0.1)
-
-    def cleanup(self) -> None:
+    def remove_leftovers(self, key: str) -> None:
         import docker.errors
 
-        for handle in self.handles:
-            self.backend.cancel(handle)
-        for key in self.keys:  # services whose submit failed, foreign services made by a test
+        with contextlib.suppress(docker.errors.NotFound):
+            self.backend.client.api.remove_service(key)
+        label = f"com.docker.swarm.service.name={key}"
+        for container in self.backend.client.containers.list(all=True, filters={"label": label}):
             with contextlib.suppress(docker.errors.NotFound):
-                self.backend.client.api.remove_service(key)
-            label = f"com.docker.swarm.service.name={key}"
-            for container in self.backend.client.containers.list(all=True, filters={"label": label}):
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.remove(force=True)
+                container.remove(force=True)
 
 
 @pytest.fixture
@@ -110,7 +60,7 @@ def backend(swarm: dict[str, str]) -> Iterator[SwarmBackend]:
 
 @pytest.fixture
 def services(backend: SwarmBackend, swarm: dict[str, str]) -> Iterator[Services]:
-    s = Services(backend, swarm["base"])
+    s = Services(backend, swarm["base"], poll=0.1)
     yield s
     s.cleanup()
 
