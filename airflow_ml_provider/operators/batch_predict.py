@@ -420,7 +420,7 @@ class MlflowBatchPredictOperator(BaseOperator):
         apply (Spark sizes its own batches).
     :param spark_master: the Spark master of the session the spark engine creates, e.g.
         ``"local[8]"`` or ``"spark://host:7077"`` (then the paths must be on a file system all
-        executors share).
+        executors share). Templated, e.g. ``"{{ var.value.spark_master }}"``.
     :param spark_conf: extra Spark settings for that session, e.g.
         ``{"spark.driver.memory": "4g"}``; they override the engine's defaults (UTC session time
         zone, 4 shuffle partitions, no UI, partition values read as strings). If a SparkSession
@@ -431,7 +431,7 @@ class MlflowBatchPredictOperator(BaseOperator):
     number of part files written.
     """
 
-    template_fields: Sequence[str] = ("model_uri", "input_path", "output_path", "passthrough_columns")
+    template_fields: Sequence[str] = ("model_uri", "input_path", "output_path", "passthrough_columns", "spark_master")
     ui_color = "#e8daef"
 
     def __init__(

@@ -61,7 +61,10 @@ def test_valid_and_templated_arguments_parse() -> None:
     op(model_uri="runs:/abc/model", input_path="/in", output_path="/out", hdfs_conn_id="lake", chunk_rows=1)
     # templated values are checked after rendering, at execute time
     t = op(model_uri="{{ params.model }}", input_path="/in/{{ ds }}", output_path="/in/{{ ds }}/x")
-    assert t.template_fields == ("model_uri", "input_path", "output_path", "passthrough_columns")
+    assert t.template_fields == ("model_uri", "input_path", "output_path", "passthrough_columns", "spark_master")
+    s = op(model_uri="models:/m@a", input_path="/in", output_path="/out", engine="spark", spark_master="{{ params.m }}")
+    s.render_template_fields({"params": {"m": "local[2]"}})  # a minimal context
+    assert s.spark_master == "local[2]"
 
 
 def test_importing_the_module_and_building_the_operator_imports_nothing_heavy() -> None:
