@@ -26,8 +26,15 @@ Assumptions: the Docker engine is **local to the worker** (``ml_docker_default``
 ``unix://`` connection): health probes and the router's control API are reached on the worker's
 127.0.0.1, and free ports are picked by binding on the worker. The MLflow connection must be an
 ``http(s)`` tracking server the containers can reach at the same URI (with host networking,
-``http://127.0.0.1:<port>`` works). One deploy per endpoint at a time (a pool of one slot, or
-``max_active_tis_per_dagrun=1``). :func:`remove_endpoint` takes an endpoint down.
+``http://127.0.0.1:<port>`` works). :func:`remove_endpoint` takes an endpoint down.
+
+One deploy per endpoint at a time, whatever DAGs they come from: a deploy first takes the
+endpoint's lock, a created-but-never-started container named ``ml-serve-<endpoint>-deploy-lock``
+(the engine refuses a second container of the same name, so this is atomic), resolves the
+version only then (a deploy that waited serves the alias as it is now), and removes the lock at
+the end, on failure too. Others wait for it at most ``lock_timeout`` s and then fail naming the
+holder. A lock older than any deploy can take (``health_timeout + drain_timeout + 120`` s: its
+holder was killed hard) is taken over.
 
 DAG files import this module; it imports neither docker nor mlflow and does no I/O at parse time.
 """
@@ -67,8 +74,12 @@ LABEL_VERSION = "airflow-ml-provider.model-version"
 LABEL_PORT = "airflow-ml-provider.port"
 LABEL_ADMIN_PORT = "airflow-ml-provider.admin-port"
 LABEL_ROUTER_CODE = "airflow-ml-provider.router-code"
+LABEL_LOCK_OWNER = "airflow-ml-provider.lock-owner"
 ROLE_ROUTER = "router"
 ROLE_MODEL = "model"
+ROLE_LOCK = "deploy-lock"
+#: Seconds a deploy's lock may be older than health_timeout + drain_timeout before it counts as abandoned.
+LOCK_GRACE = 120.0
 
 #: Where the MLflow connection's CA bundle is mounted in model containers.
 CA_PATH = "/etc/airflow-ml-provider/mlflow-ca.pem"
@@ -111,6 +122,14 @@ def _http(
         return resp.status, json.loads(data) if data else None
     except ValueError:
         return resp.status, data.decode(errors="replace")
+
+
+def _owner(context: Context) -> str:
+    """Who holds a deploy lock, for the waiting task's log: ``dag/run/task[map]``."""
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    suffix = f"[{map_index}]" if map_index not in (None, -1) else ""
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}{suffix}"
 
 
 def _handle(container: Any) -> JobHandle:
@@ -171,6 +190,7 @@ class MlflowDeployModelOperator(_MlflowOperator):
     :param health_timeout: seconds for a new model container to answer ``/ping``.
     :param drain_timeout: seconds to wait for connections to leave the old container before removing it.
     :param admin_port: the router's control port on 127.0.0.1 (default ``port + 1``).
+    :param lock_timeout: seconds to wait while another deploy of the same endpoint runs before failing.
     :param mlflow_conn_id: the ``ml_mlflow`` connection (an http(s) tracking server).
     :param docker_conn_id: the ``ml_docker`` connection (default: the local engine).
     :param target_uri: instead of Docker, hand the version to an ``mlflow.deployments`` plugin
@@ -197,6 +217,7 @@ class MlflowDeployModelOperator(_MlflowOperator):
         health_timeout: float = 180.0,
         drain_timeout: float = 30.0,
         admin_port: int | None = None,
+        lock_timeout: float = 900.0,
         docker_conn_id: str = DEFAULT_DOCKER_CONN_ID,
         target_uri: str | None = None,
         deployment_config: Mapping[str, Any] | None = None,
@@ -232,7 +253,12 @@ class MlflowDeployModelOperator(_MlflowOperator):
             raise InvalidSpecError(f"admin_port={admin_port!r} must differ from port={port!r}.")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InvalidSpecError(f"workers={workers!r} must be a whole number >= 1.")
-        for field, seconds in (("health_timeout", health_timeout), ("drain_timeout", drain_timeout)):
+        timeouts = (
+            ("health_timeout", health_timeout),
+            ("drain_timeout", drain_timeout),
+            ("lock_timeout", lock_timeout),
+        )
+        for field, seconds in timeouts:
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
                 raise InvalidSpecError(f"{field}={seconds!r} must be > 0 seconds.")
         if isinstance(resources, Mapping) and not isinstance(resources, dict):
@@ -249,6 +275,7 @@ class MlflowDeployModelOperator(_MlflowOperator):
         self.workers = workers
         self.health_timeout = float(health_timeout)
         self.drain_timeout = float(drain_timeout)
+        self.lock_timeout = float(lock_timeout)
         self.docker_conn_id = docker_conn_id
         self.target_uri = target_uri
         self.deployment_config = dict(deployment_config or {})
@@ -260,14 +287,79 @@ class MlflowDeployModelOperator(_MlflowOperator):
         """Deploy (or keep) the version; see the module docstring."""
         if not _ENDPOINT.match(self.endpoint_name):
             raise InvalidSpecError(f"endpoint_name={self.endpoint_name!r} must be 1-40 of [a-z0-9-].")
-        version = self._resolve_version()
         if self.target_uri:
-            return self._deploy_to_target(version)
+            return self._deploy_to_target(self._resolve_version())
         backend = _docker_backend(self.docker_conn_id)
         try:
-            return self._deploy(backend, version)
+            lock = self._acquire_lock(backend, _owner(context))
+            try:
+                return self._deploy(backend, self._resolve_version())
+            finally:
+                self._release_lock(lock)
         finally:
             backend.close()
+
+    # --- the endpoint's deploy lock ------------------------------------------------------------
+
+    def _acquire_lock(self, backend: DockerBackend, owner: str) -> Any:
+        """Create the endpoint's lock container (see the module docstring); waits for another holder."""
+        import docker.errors
+
+        from airflow_ml_provider.backends.docker_engine import parse_timestamp
+
+        name = f"ml-serve-{self.endpoint_name}-deploy-lock"
+        stale_after = self.health_timeout + self.drain_timeout + LOCK_GRACE
+        deadline = time.monotonic() + self.lock_timeout
+        waiting = False
+        while True:
+            try:
+                return backend.client.containers.create(
+                    self.router_image,
+                    command=["true"],
+                    name=name,
+                    network_mode="none",
+                    labels={LABEL_ENDPOINT: self.endpoint_name, LABEL_ROLE: ROLE_LOCK, LABEL_LOCK_OWNER: owner},
+                )
+            except docker.errors.APIError as e:
+                if e.status_code != 409:  # not "name in use"
+                    raise ModelDeployError(
+                        f"Could not take the deploy lock of endpoint {self.endpoint_name!r} "
+                        f"(a container of image {self.router_image!r}): {e.explanation or e}"
+                    ) from None
+            try:
+                held = backend.client.containers.get(name)
+            except docker.errors.NotFound:
+                continue  # released meanwhile: try again at once
+            age = (time.time_ns() - parse_timestamp(held.attrs["Created"])) / 1e9
+            holder = (held.labels or {}).get(LABEL_LOCK_OWNER, "an unknown deploy")
+            if age > stale_after:
+                self.log.warning(
+                    "Taking over the deploy lock of endpoint %s: held by %s for %.0f s, longer than a deploy takes.",
+                    self.endpoint_name, holder, age,
+                )  # fmt: skip
+                with contextlib.suppress(docker.errors.NotFound):
+                    held.remove(force=True)  # by id: a lock someone else took meanwhile stays
+                continue
+            if time.monotonic() > deadline:
+                raise ModelDeployError(
+                    f"Endpoint {self.endpoint_name!r} is being deployed by {holder} (for {age:.0f} s); gave up "
+                    f"after lock_timeout={self.lock_timeout:g} s. Retry later, or remove the container {name} "
+                    "if no deploy runs."
+                )
+            if not waiting:
+                self.log.info("Endpoint %s is being deployed by %s; waiting for it.", self.endpoint_name, holder)
+                waiting = True
+            time.sleep(1.0)
+
+    def _release_lock(self, lock: Any) -> None:
+        import docker.errors
+
+        try:
+            lock.remove(force=True)
+        except docker.errors.NotFound:
+            self.log.warning("The deploy lock of endpoint %s was already gone (taken over?).", self.endpoint_name)
+        except docker.errors.APIError as e:
+            self.log.error("Could not remove the deploy lock %s: %s", lock.name, e)
 
     def _deploy_to_target(self, version: str) -> dict[str, Any]:
         """Hand the version to an ``mlflow.deployments`` plugin (SageMaker, …): update or create."""

@@ -280,3 +280,67 @@ def test_a_version_that_does_not_load_leaves_the_old_one_serving(endpoint: tuple
         deploy(name, endpoint, image="airflow-ml-provider/serve:no-such-tag")
     assert predict(port) == [2.0, 8.0]
     assert len(endpoint_containers(ep)) == 2
+
+
+def test_concurrent_deploys_of_one_endpoint_take_turns(endpoint: tuple[str, int]) -> None:
+    """Two deploys of one endpoint at once (two DAGs, say): the second waits for the first's lock."""
+    ep, port = endpoint
+    name = f"pricing-{uuid.uuid4().hex[:8]}"
+    uri1, uri2 = log_linear(2.0), log_linear(3.0)
+    register = MlflowRegisterModelOperator
+    v1 = str(register(task_id="register", name=name, model_uri=uri1).execute(ctx())["version"])
+    v2 = str(register(task_id="register", name=name, model_uri=uri2).execute(ctx())["version"])
+    results: dict[str, Any] = {}
+    errors: list[str] = []
+
+    def run(version: str) -> None:
+        try:
+            results[version] = deploy(name, endpoint, version=version)
+        except Exception as e:  # collected for the assertion below
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in (v1, v2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    first, last = sorted(results.values(), key=lambda r: r["previous_version"] is not None)
+    assert first["previous_version"] is None  # one deployed onto the empty endpoint ...
+    assert last["previous_version"] == first["version"]  # ... the other waited, then replaced it
+    assert predict(port) == {v1: [2.0, 8.0], v2: [3.0, 12.0]}[last["version"]]
+    containers = endpoint_containers(ep)
+    assert sorted(c.labels[LABEL_ROLE] for c in containers) == ["model", "router"]  # no lock left
+    assert [c.id for c in containers if c.labels[LABEL_ROLE] == "model"] == [last["container"]]
+
+
+def test_a_held_lock_fails_the_deploy_naming_its_holder_and_a_stale_one_is_taken_over(
+    endpoint: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import docker
+
+    from airflow_ml_provider.operators import mlflow_deploy
+
+    ep, port = endpoint
+    name = f"pricing-{uuid.uuid4().hex[:8]}"
+    register_and_promote(name, log_linear(2.0))
+    client = docker.from_env()
+    try:
+        lock = client.containers.create(
+            mlflow_deploy.DEFAULT_ROUTER_IMAGE,
+            command=["true"],
+            name=f"ml-serve-{ep}-deploy-lock",
+            labels={LABEL_ENDPOINT: ep, mlflow_deploy.LABEL_LOCK_OWNER: "weekly_pricing/scheduled__x/deploy"},
+        )
+        with pytest.raises(ModelDeployError, match="being deployed by weekly_pricing/scheduled__x/deploy"):
+            deploy(name, endpoint, lock_timeout=2)
+        assert [c.id for c in endpoint_containers(ep)] == [lock.id]  # nothing started, the lock untouched
+
+        # Its holder died: once older than health_timeout + drain_timeout + grace, it is taken over.
+        monkeypatch.setattr(mlflow_deploy, "LOCK_GRACE", 1.0 - (120 + 30))
+        time.sleep(1.5)
+        assert deploy(name, endpoint, health_timeout=120, drain_timeout=30)["changed"] is True
+        assert predict(port) == [2.0, 8.0]
+        assert sorted(c.labels[LABEL_ROLE] for c in endpoint_containers(ep)) == ["model", "router"]
+    finally:
+        client.close()
