@@ -45,6 +45,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import os
 import re
 import secrets
 import socket
@@ -126,7 +127,9 @@ def _http(
 
 def _owner(context: Context) -> str:
     """Who holds a deploy lock, for the waiting task's log: ``dag/run/task[map]``."""
-    ti = context["ti"]
+    ti = context.get("ti")
+    if ti is None:  # run outside Airflow (a script, a benchmark)
+        return f"a deploy outside Airflow (pid {os.getpid()})"
     map_index = getattr(ti, "map_index", -1)
     suffix = f"[{map_index}]" if map_index not in (None, -1) else ""
     return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}{suffix}"
