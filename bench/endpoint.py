@@ -22,19 +22,18 @@ Run alone: ``python -m bench.endpoint`` (about 2-3 minutes on a 2-CPU VM).
 from __future__ import annotations
 
 import http.client
-import itertools
 import json
 import os
 import shutil
 import statistics
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from bench.common import Row, table
+from tests.infra.request_load import RequestLoad, free_port_pair
 
 WARMUP = 50
 REQUESTS = 1000
@@ -50,61 +49,6 @@ def _post(conn: http.client.HTTPConnection) -> float:
     if resp.status != 200:
         raise RuntimeError(f"HTTP {resp.status}: {data[:200]!r}")
     return float(json.loads(data)["predictions"][0])
-
-
-def _free_pair() -> int:
-    import socket
-
-    for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return int(port)
-    raise RuntimeError("no free port pair on 127.0.0.1")
-
-
-class _Load:
-    """Two steady clients (keep-alive, new connection per request); outcomes with their times."""
-
-    def __init__(self, port: int, period: float = 0.01) -> None:
-        self.port, self.period = port, period
-        self.ok: list[float] = []
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, args=(k,)) for k in (True, False)]
-
-    def _loop(self, keep_alive: bool) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        while not self._stop.is_set():
-            try:
-                _post(conn)
-                self.ok.append(time.monotonic())
-            except (OSError, http.client.HTTPException, RuntimeError) as e:
-                self.failed.append(f"{type(e).__name__}: {e}")
-                conn.close()
-            if not keep_alive:
-                conn.close()
-            time.sleep(self.period)
-        conn.close()
-
-    def __enter__(self) -> _Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    @property
-    def longest_gap_ms(self) -> float:
-        s = sorted(self.ok)
-        return 1000 * max((b - a for a, b in itertools.pairwise(s)), default=0.0)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -210,7 +154,7 @@ def measure(workdir: Path) -> dict[str, Any]:
     server = mlflow_bed.start_mlflow(workdir / "mlflow")
     saved = os.environ.get("AIRFLOW_CONN_ML_MLFLOW_DEFAULT")
     os.environ["AIRFLOW_CONN_ML_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "ml_mlflow", "host": server.url})
-    endpoint, port = f"bench-{uuid.uuid4().hex[:6]}", _free_pair()
+    endpoint, port = f"bench-{uuid.uuid4().hex[:6]}", free_port_pair()
     name = f"bench-pricing-{uuid.uuid4().hex[:6]}"
     out: dict[str, Any] = {}
     try:
@@ -234,7 +178,7 @@ def measure(workdir: Path) -> dict[str, Any]:
         out["via_router"], out["direct"] = _latencies(port, model_port)
 
         v2 = _log_and_promote(name, 3.0)
-        with _Load(port) as ours:
+        with RequestLoad(port, _post) as ours:
             time.sleep(1.0)
             t0 = time.monotonic()
             op().execute(CTX)
@@ -243,7 +187,7 @@ def measure(workdir: Path) -> dict[str, Any]:
         out["blue_green"] = ours
 
         v3 = _log_and_promote(name, 4.0)
-        with _Load(port) as base:
+        with RequestLoad(port, _post) as base:
             time.sleep(1.0)
             t0 = time.monotonic()
             _stop_and_replace(op(), v3, _serving(endpoint))
@@ -273,7 +217,7 @@ def rows_from(m: dict[str, Any]) -> list[Row]:
             "direct to the model container", n),
         Row("redeploy: failed requests", len(bg.failed), len(rep.failed), "req", "stop-and-replace",
             f"{load}; ok: {len(bg.ok)} vs {len(rep.ok)}; deploy {m['blue_green_s']:.0f} s vs {m['replace_s']:.0f} s"),
-        Row("redeploy: longest gap between successes", bg.longest_gap_ms, rep.longest_gap_ms, "ms",
+        Row("redeploy: longest gap between successes", bg.longest_gap * 1000, rep.longest_gap * 1000, "ms",
             "stop-and-replace", load),
     ]  # fmt: skip
 

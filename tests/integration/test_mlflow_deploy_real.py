@@ -7,9 +7,7 @@ registered model from the test bed's MLflow server over host networking.
 from __future__ import annotations
 
 import http.client
-import itertools
 import json
-import socket
 import textwrap
 import threading
 import time
@@ -34,6 +32,7 @@ from airflow_ml_provider.operators.mlflow_deploy import (
 )
 from airflow_ml_provider.operators.mlflow_registry import MlflowRegisterModelOperator
 from tests.conftest import service_unavailable
+from tests.infra.request_load import RequestLoad, free_port_pair
 
 pytestmark = pytest.mark.integration
 
@@ -57,21 +56,6 @@ def serve_image(docker_images: dict[str, str]) -> str:
         return ensure_serve_image()
     except Exception as e:
         service_unavailable(f"could not build the serve image: {type(e).__name__}: {e}")
-
-
-def free_port_pair() -> int:
-    """A port p with p and p + 1 both free on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return int(port)
-    raise RuntimeError("no free port pair")
 
 
 def endpoint_containers(endpoint: str) -> list[Any]:
@@ -172,46 +156,6 @@ def predict(port: int, conn: http.client.HTTPConnection | None = None) -> list[f
             c.close()
 
 
-class Load:
-    """Steady requests through the endpoint from two clients: one keep-alive connection, one new
-    connection per request. Records every outcome with its time."""
-
-    def __init__(self, port: int, period: float = 0.01, limit: int = 20000) -> None:
-        self.port, self.period, self.limit = port, period, limit
-        self.ok: list[tuple[float, list[float]]] = []
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, args=(keep,)) for keep in (True, False)]
-
-    def _loop(self, keep_alive: bool) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10) if keep_alive else None
-        while not self._stop.is_set() and len(self.ok) + len(self.failed) < self.limit:
-            try:
-                self.ok.append((time.monotonic(), predict(self.port, conn)))
-            except (OSError, http.client.HTTPException, AssertionError) as e:
-                self.failed.append(f"{'keep-alive' if keep_alive else 'new conn'}: {type(e).__name__}: {e}")
-                if conn is not None:
-                    conn.close()
-            time.sleep(self.period)
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    @property
-    def longest_gap(self) -> float:
-        stamps = sorted(t for t, _ in self.ok)
-        return max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
-
-
 def test_deploy_invoke_noop_and_blue_green_under_load(endpoint: tuple[str, int]) -> None:
     ep, port = endpoint
     name = f"pricing-{uuid.uuid4().hex[:8]}"
@@ -238,7 +182,7 @@ def test_deploy_invoke_noop_and_blue_green_under_load(endpoint: tuple[str, int])
     assert predict(port) == [2.0, 8.0]
 
     v2 = register_and_promote(name, log_linear(3.0))
-    with Load(port) as load:
+    with RequestLoad(port, lambda conn: predict(port, conn)) as load:
         time.sleep(1.0)
         t0 = time.monotonic()
         second = deploy(name, endpoint)
