@@ -31,6 +31,9 @@ def partition_paths(base_path: str, week: str, countries: list[str]) -> list[str
     start_date=dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,
+    # Retries: Airflow <= 3.3.2 can fail a deferred task whose trigger fired before the scheduler
+    # handled the deferral (apache/airflow#67287); a retry finds the markers at its first poke.
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
     tags=["example", "hdfs"],
     params={
         "base_path": Param("/data/sales", type="string", description="Directory holding week=YYYY-MM-DD/."),

@@ -615,6 +615,30 @@ class AirflowBed:
             out[key] = ti.get("state")
         return out
 
+    def wait_deferred(self, dag_id: str, run_id: str, task_id: str, timeout: float = 120, map_index: int = -1) -> None:
+        """Wait until the task is deferred *and* the scheduler has processed the deferral.
+
+        Airflow 3.3.2 fails a deferred task whose trigger fires before the scheduler has handled
+        the executor's "success" of the worker process that deferred (apache/airflow#67287,
+        #72716: "finished with state success, but the task instance's state attribute is
+        queued"). Tests that make a trigger fire (write a marker) call this first, so they test
+        the provider and not that race; the scheduler logs ``TaskInstance Finished: … state=deferred``
+        once it has handled that event.
+        """
+        self.wait_for_task_state(dag_id, run_id, task_id, {"deferred"}, timeout, map_index)
+        wanted = (
+            f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id}, map_index={map_index},"
+        )
+        log = self.component_log_dir / "scheduler.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if any(wanted in line and "state=deferred" in line for line in text.splitlines()):
+                return
+            if time.monotonic() > deadline:
+                raise AirflowBedError(f"the scheduler never recorded {dag_id}/{run_id}/{task_id} as deferred")
+            time.sleep(0.2)
+
     def wait_for_task_state(
         self,
         dag_id: str,

@@ -38,7 +38,7 @@ DAGS = textwrap.dedent(
         "print('job: first line', flush=True)\\n"
         "secret = os.environ['ERP_PASSWORD']\\n"
         "for i in range(5):\\n"
-        "    print(f'job: step {{i}}', flush=True); time.sleep(0.4)\\n"
+        "    print(f'job: step {{i}}', flush=True); time.sleep(1.2)\\n"
         "os.makedirs(os.path.dirname(os.environ['ML_RESULT_PATH']), exist_ok=True)\\n"
         "json.dump({{'sha': hashlib.sha256(secret.encode()).hexdigest(), 'run': os.environ['RUN']}},"
         " open(os.environ['ML_RESULT_PATH'], 'w'))\\n"
@@ -64,7 +64,7 @@ DAGS = textwrap.dedent(
         "import os, sys, time\\n"
         "secret = os.environ['ERP_PASSWORD']\\n"
         "print('leak: first', flush=True)\\n"
-        "time.sleep(4)\\n"  # long enough for the deferrable task to be deferred before the leak
+        "time.sleep(6)\\n"  # the deferrable task is deferred, and the scheduler knows it, before the leak
         "for i in range(3):\\n"
         "    print(f'leak: plain={{secret}} repr={{secret!r}}', flush=True)\\n"
         "print(f'leak: stderr={{secret}}', file=sys.stderr, flush=True)\\n"
@@ -169,7 +169,7 @@ def test_success_logs_first_and_last_lines_and_returns_the_result(bed: Any, dock
 def test_deferrable_run_goes_through_the_triggerer(bed: Any, docker_client: Any) -> None:
     bed.wait_for_dag("c_defer")
     run_id = bed.trigger("c_defer")
-    bed.wait_for_task_state("c_defer", run_id, "job", {"deferred"}, timeout=120)
+    bed.wait_deferred("c_defer", run_id, "job")
     assert bed.wait_for_run("c_defer", run_id, timeout=180) == "success", bed.task_log("c_defer", run_id, "job")
     log = bed.task_log("c_defer", run_id, "job")
     assert "job: first line" in log
@@ -195,7 +195,7 @@ def test_a_job_printing_its_secret_is_redacted_in_the_task_log(bed: Any, docker_
     bed.wait_for_dag(dag_id)
     run_id = bed.trigger(dag_id)
     if dag_id.endswith("defer"):
-        bed.wait_for_task_state(dag_id, run_id, "job", {"deferred"}, timeout=120)
+        bed.wait_deferred(dag_id, run_id, "job")
     assert bed.wait_for_run(dag_id, run_id, timeout=180) == "failed"
     log = bed.task_log(dag_id, run_id, "job")
     assert "exit code 5" in log

@@ -78,7 +78,7 @@ def trigger(bed: Any, dag_id: str, paths: list[str]) -> str:
 def test_waits_deferred_then_succeeds_with_xcom(bed: Any, hdfs: Any, hdfs_dir: str) -> None:
     paths = [f"{hdfs_dir}/country=FR", f"{hdfs_dir}/country=DE"]
     run_id = trigger(bed, "defer_ok", paths)
-    bed.wait_for_task_state("defer_ok", run_id, "wait", {"deferred"}, timeout=120)
+    bed.wait_deferred("defer_ok", run_id, "wait")  # before the marker: see AirflowBed.wait_deferred
     client = admin_client(hdfs)
     for p in paths:
         client.write(f"{p}/_SUCCESS", data=b"")
@@ -115,7 +115,7 @@ def test_timeout_with_soft_fail_is_skipped(bed: Any, hdfs_dir: str) -> None:
 def test_token_never_appears_in_logs_xcom_or_api(bed: Any, hdfs: Any, hdfs_dir: str) -> None:
     """A token connection (sent as ?delegation=... on every request) through deferral and resume."""
     run_id = trigger(bed, "defer_token", [f"{hdfs_dir}/tok"])
-    bed.wait_for_task_state("defer_token", run_id, "wait", {"deferred"}, timeout=120)
+    bed.wait_deferred("defer_token", run_id, "wait")  # before the marker: see AirflowBed.wait_deferred
     admin_client(hdfs).write(f"{hdfs_dir}/tok/_SUCCESS", data=b"")
     assert bed.wait_for_run("defer_token", run_id, timeout=120) == "success"
     log = bed.task_log("defer_token", run_id, "wait")
