@@ -626,9 +626,7 @@ class AirflowBed:
         once it has handled that event.
         """
         self.wait_for_task_state(dag_id, run_id, task_id, {"deferred"}, timeout, map_index)
-        wanted = (
-            f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id}, map_index={map_index},"
-        )
+        wanted = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id}, map_index={map_index},"
         log = self.component_log_dir / "scheduler.log"
         deadline = time.monotonic() + timeout
         while True:

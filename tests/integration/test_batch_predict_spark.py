@@ -15,6 +15,7 @@ import pytest
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
+from tests.unit.batch_predict_support import dataset, read_output
 
 pytestmark = [
     pytest.mark.integration,
@@ -60,32 +61,6 @@ def spark(_stop_spark_at_end: None) -> Any:
     if session is None:
         session, _ = op(input_path="/in", output_path="/out")._spark_session()
     return session
-
-
-def dataset(root: Path, sizes: dict[str, int]) -> Any:
-    """Hive-partitioned input ``root/country=XX/part-0.parquet`` (plus a ``_SUCCESS`` to skip)."""
-    import pandas as pd
-
-    from tests.unit.batch_predict_support import make_frame, write_parquet
-
-    frames = []
-    start = 0
-    for i, (country, rows) in enumerate(sorted(sizes.items())):
-        frame = make_frame(rows, seed=i, start_id=start)
-        write_parquet(frame, root / f"country={country}" / "part-0.parquet", row_group_size=70)
-        frames.append(frame.assign(country=country))
-        start += rows
-    (root / "_SUCCESS").touch()
-    return pd.concat(frames, ignore_index=True)
-
-
-def read_output(path: Path) -> Any:
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    parts = sorted(path.glob("part-*.parquet"))
-    frame = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
-    return frame.sort_values("id", ignore_index=True)
 
 
 def siblings(path: Path) -> list[str]:
@@ -229,7 +204,7 @@ def test_spark_output_equals_pandas_output_and_success_is_written_last(
     assert all(success.st_mtime_ns >= p.stat().st_mtime_ns for p in out.glob("part-*"))
     assert siblings(out) == []
 
-    got, expected = read_output(out), read_output(pandas_out)
+    got, expected = read_output(out, sort_by_id=True), read_output(pandas_out, sort_by_id=True)
     assert list(got.columns) == list(expected.columns) == ["id", "a", "b", "c", "country", "prediction"]
     assert got.dtypes.to_dict() == expected.dtypes.to_dict()
     pd.testing.assert_frame_equal(got.drop(columns="prediction"), expected.drop(columns="prediction"))
@@ -249,7 +224,7 @@ def test_rerun_replaces_the_output_atomically(local_models_conn: Any, spark: Any
     first = op(input_path=str(tmp_path / "a"), output_path=str(out), passthrough_columns=["id"],
                prediction_column="score").execute(CTX)  # fmt: skip
     assert first["rows"] == 60
-    assert read_output(out)["id"].tolist() == list(range(60))
+    assert read_output(out, sort_by_id=True)["id"].tolist() == list(range(60))
     old_inode = out.stat().st_ino
 
     frame = make_frame(12, start_id=1000)
@@ -260,7 +235,7 @@ def test_rerun_replaces_the_output_atomically(local_models_conn: Any, spark: Any
     assert out.stat().st_ino != old_inode  # a new directory renamed in, not files overwritten in place
     assert siblings(out) == []
     assert not [p.name for p in out.iterdir() if p.name != "_SUCCESS" and not p.name.startswith("part-")]
-    got = read_output(out)
+    got = read_output(out, sort_by_id=True)
     assert list(got.columns) == ["id", "score"]
     assert got["id"].tolist() == list(range(1000, 1012))
     np.testing.assert_allclose(got["score"], local_models_conn.sklearn_model.predict(frame[list(FEATURES)]), rtol=1e-12)

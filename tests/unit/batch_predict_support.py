@@ -80,6 +80,32 @@ def write_parquet(frame: Any, path: Path, row_group_size: int | None = None) -> 
     return path
 
 
+def dataset(root: Path, sizes: dict[str, int]) -> Any:
+    """Hive-partitioned input ``root/country=XX/part-0.parquet`` (plus a ``_SUCCESS`` to skip);
+    returns the frames in scoring order (countries sorted), with their ``country`` column."""
+    import pandas as pd
+
+    frames = []
+    start = 0
+    for i, (country, rows) in enumerate(sorted(sizes.items())):
+        frame = make_frame(rows, seed=i, start_id=start)
+        write_parquet(frame, root / f"country={country}" / "part-0.parquet", row_group_size=70)
+        frames.append(frame.assign(country=country))
+        start += rows
+    (root / "_SUCCESS").touch()
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_output(path: Path, sort_by_id: bool = False) -> Any:
+    """The ``part-*.parquet`` files of an output directory as one frame, in file order (or by ``id``)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    parts = sorted(path.glob("part-*.parquet"))
+    frame = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+    return frame.sort_values("id", ignore_index=True) if sort_by_id else frame
+
+
 def log_local_models(store: Path) -> LocalModels:
     """Create the SQLite store and register the three models; the caller sets ``CONN_ENV``.
 

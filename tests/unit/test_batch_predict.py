@@ -14,6 +14,7 @@ import pytest
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
+from tests.unit.batch_predict_support import dataset, read_output
 
 CTX: Any = {}
 
@@ -106,31 +107,6 @@ def conn(models: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     before = mlflow_env_snapshot()
     yield models
     assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
-
-
-def dataset(root: Path, sizes: dict[str, int]) -> Any:
-    """Hive-partitioned input ``root/country=XX/part-0.parquet``; returns the frames in scoring order."""
-    import pandas as pd
-
-    from tests.unit.batch_predict_support import make_frame, write_parquet
-
-    frames = []
-    start = 0
-    for i, (country, rows) in enumerate(sorted(sizes.items())):
-        frame = make_frame(rows, seed=i, start_id=start)
-        write_parquet(frame, root / f"country={country}" / "part-0.parquet", row_group_size=70)
-        frames.append(frame.assign(country=country))
-        start += rows
-    (root / "_SUCCESS").touch()
-    return pd.concat(frames, ignore_index=True)
-
-
-def read_output(path: Path) -> Any:
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    parts = sorted(path.glob("part-*.parquet"))
-    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
 
 
 def siblings(path: Path) -> list[str]:
