@@ -1,17 +1,33 @@
-"""Errors raised by airflow-ml-provider.
+"""Every error raised by airflow-ml-provider, in one place.
 
 Everything we raise derives from :class:`MlProviderError`, so a DAG author can catch the whole
-family with one ``except``. The leaves say what to do about them:
+family with one ``except``. Each class says whether a retry can help (:attr:`retryable`), and the
+permanent ones derive from :class:`PermanentError`, which is Airflow's ``AirflowFailException``:
+the task fails at once, without using its retries, wherever the error is raised.
 
-* :class:`InvalidSpecError` -- an argument is wrong (a malformed path, an unknown unit). Raised as
-  early as possible, at DAG parse time when the value is static. Never safe to retry.
-* :class:`ConnectionConfigError` -- an Airflow Connection is missing or malformed. Fix the
-  connection; retrying does not help.
-* :class:`HdfsAccessError` -- the file system answered and refused (permission denied, bad
-  credentials, a marker that is a directory). Fails the task at once, without retries, and is
-  *not* turned into a skip by ``soft_fail``: a misconfiguration must never look like "no data".
-* :class:`HdfsUnavailableError` -- no NameNode answered (connection refused, timeout, every
-  NameNode in standby). Transient: sensors log it and poke again; safe to retry.
+Permanent (fix something first; retrying cannot help):
+
+* :class:`InvalidSpecError` -- an argument is wrong (a malformed path, an unknown unit, a column
+  a model needs is missing). Raised as early as possible: at DAG parse time when the value is static.
+* :class:`ConnectionConfigError` -- an Airflow Connection is missing or malformed; the message
+  names the connection, the field and the accepted values.
+* :class:`StorageRefusedError` -- a file system (local disk or HDFS) answered and refused:
+  permission denied, bad credentials, a path that is a file where a directory is needed. Sensors
+  never turn it into a skip: a misconfiguration must never look like "no data".
+* :class:`JobResultError` -- a container job's result file is not valid JSON.
+* :class:`MetronomeValidationError` -- Metronome refused a job definition (HTTP 422).
+
+Transient (a retry can help):
+
+* :class:`StorageUnavailableError` -- nothing answered in time (connection refused, timeout,
+  every NameNode in standby, a disk I/O error). Sensors log it and poke again.
+* :class:`BackendError` -- a container scheduler refused a request or could not be reached
+  after its own retries.
+* :class:`ContainerJobFailed` -- a container job ended unsuccessfully (the next try re-runs it).
+* :class:`ModelRegistryError` -- the MLflow registry answered with an error.
+* :class:`ModelDeployError` -- a new model version could not be put behind its endpoint (the old
+  one still serves).
+* :class:`JobExistsError` -- a job with the same key already exists (the operator re-attaches).
 """
 
 from __future__ import annotations
@@ -22,20 +38,30 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 class MlProviderError(AirflowException):
     """Root of every error raised by airflow-ml-provider."""
 
+    #: Whether retrying the task can help; permanent errors say ``False``.
+    retryable: bool = True
 
-class InvalidSpecError(MlProviderError, ValueError):
+
+class PermanentError(MlProviderError, AirflowFailException):
+    """An error no retry can fix: the task fails at once, whatever its ``retries``."""
+
+    retryable = False
+
+
+class InvalidSpecError(PermanentError, ValueError):
     """An operator or sensor argument is invalid; the message names it and shows a valid example."""
 
 
-class ConnectionConfigError(MlProviderError, AirflowFailException):
-    """An Airflow Connection is malformed; the message names the connection and the field to fix."""
+class ConnectionConfigError(PermanentError):
+    """An Airflow Connection is missing or malformed; the message names the connection and the field."""
 
 
-class HdfsAccessError(MlProviderError, AirflowFailException):
-    """The file system refused the request; permanent, so the task fails without retrying.
+class StorageRefusedError(PermanentError):
+    """The file system answered and refused the request; the message names the path and the cause.
 
-    :param message: what went wrong, naming the path and the NameNode.
-    :param remote_exception: the server's exception class (e.g. ``AccessControlException``), if any.
+    :param message: what went wrong, naming the path and the file system (NameNode or local disk).
+    :param remote_exception: the server's exception class (e.g. ``AccessControlException``), or
+        the local error's (``PermissionError``), if any.
     """
 
     def __init__(self, message: str, *, remote_exception: str | None = None) -> None:
@@ -43,5 +69,44 @@ class HdfsAccessError(MlProviderError, AirflowFailException):
         self.remote_exception = remote_exception
 
 
-class HdfsUnavailableError(MlProviderError):
-    """No NameNode could be reached or none was active; transient and safe to retry."""
+class StorageUnavailableError(MlProviderError):
+    """The file system did not answer (no active NameNode, a timeout, an I/O error); transient."""
+
+
+class BackendError(MlProviderError):
+    """The container scheduler refused a request or could not be reached after retries."""
+
+
+class MetronomeValidationError(BackendError, InvalidSpecError):
+    """Metronome refused the job definition (HTTP 422); the message lists its details."""
+
+    retryable = False
+
+
+class JobExistsError(MlProviderError):
+    """A job with this key already exists on the scheduler; the operator re-attaches to it instead."""
+
+
+class JobResultError(PermanentError):
+    """The job's result file exists but is not valid JSON; the message names the path."""
+
+
+class ContainerJobFailed(MlProviderError):
+    """The job ended unsuccessfully; the message has the exit code, OOM verdict and last log lines.
+
+    :param exit_code: the job's exit code, if the scheduler reported one.
+    :param oom_killed: the job exceeded its memory limit.
+    """
+
+    def __init__(self, message: str, *, exit_code: int | None = None, oom_killed: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.oom_killed = oom_killed
+
+
+class ModelRegistryError(MlProviderError):
+    """The registry refused the request or the model could not be found; the message says which."""
+
+
+class ModelDeployError(MlProviderError):
+    """The new model version could not be put behind the endpoint; the old one still serves."""

@@ -1,0 +1,96 @@
+"""Strict readers for the values in a Connection's extra, shared by every hook.
+
+A connection's extra is typed by hand in the Airflow UI, so these readers fail closed: a value
+they cannot parse is a :class:`~airflow_ml_provider.exceptions.ConnectionConfigError` naming the
+connection, the key and the accepted values, never a silent default. In particular a typo in a
+TLS setting (``"tls_verify": "ture"``) must not turn verification off. A key that is absent or
+``null`` (the UI stores a cleared field as null) means "use the default".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow_ml_provider.exceptions import ConnectionConfigError
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+_ACCEPTED = "true/false (also 1/0, yes/no, on/off)"
+
+
+def connection_extra(conn: Any) -> dict[str, Any]:
+    """The extra of ``conn`` as a dict; malformed JSON or a non-object is an error naming the connection."""
+    try:
+        extra = conn.extra_dejson if conn.extra else {}
+    except ValueError:
+        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra is not valid JSON.") from None
+    if not isinstance(extra, dict):
+        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra must be a JSON object, e.g. {{}}.")
+    return extra
+
+
+def _bad(conn_id: str, key: str, value: Any, accepted: str) -> ConnectionConfigError:
+    return ConnectionConfigError(f"Connection {conn_id!r}: extra {key!r} is {value!r}; use {accepted}.")
+
+
+def parse_bool(value: Any, *, conn_id: str, key: str) -> bool:
+    """Parse one boolean setting; anything but the accepted spellings is an error."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _bad(conn_id, key, value, _ACCEPTED)
+
+
+def extra_bool(extra: dict[str, Any], key: str, default: bool, *, conn_id: str) -> bool:
+    """``extra[key]`` as a boolean; absent or null gives ``default``."""
+    value = extra.get(key)
+    return default if value is None or value == "" else parse_bool(value, conn_id=conn_id, key=key)
+
+
+def extra_number(
+    extra: dict[str, Any], key: str, default: float, *, conn_id: str, minimum: float = 0.0, positive: bool = False
+) -> float:
+    """``extra[key]`` as a number >= ``minimum`` (> 0 with ``positive``); absent or null gives ``default``."""
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise _bad(conn_id, key, value, "a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _bad(conn_id, key, value, "a number, e.g. 30") from None
+    if number != number or number < minimum or (positive and number <= 0):  # NaN, or out of range
+        raise _bad(conn_id, key, value, "a positive number" if positive else f"a number >= {minimum:g}")
+    return number
+
+
+def extra_verify(extra: dict[str, Any], key: str = "verify", *, conn_id: str, default: bool | str = True) -> bool | str:
+    """A TLS ``verify`` setting as requests takes it: ``True``, ``False``, or a CA bundle path.
+
+    ``true``/``false`` spellings are booleans; an absolute path (the usual requests convention)
+    means "verify with this CA file" and must exist; anything else is an error, so verification is
+    never turned off by a value we cannot read.
+    """
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().startswith(("/", "~")):
+        path = os.path.expanduser(value.strip())
+        if not os.path.exists(path):
+            raise ConnectionConfigError(
+                f"Connection {conn_id!r}: extra {key!r} names the CA file {path!r}, which does not exist on "
+                "this worker; install the CA file there or fix the path."
+            )
+        return path
+    try:
+        return parse_bool(value, conn_id=conn_id, key=key)
+    except ConnectionConfigError:
+        raise _bad(conn_id, key, value, f"{_ACCEPTED}, or the absolute path of a CA bundle file") from None
