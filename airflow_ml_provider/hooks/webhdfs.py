@@ -22,23 +22,23 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_ml_provider.exceptions import ConnectionConfigError, HdfsAccessError, HdfsUnavailableError
-from airflow_ml_provider.hooks.storage import FileInfo, LocalStorage, StorageBackend
-from airflow_ml_provider.utils.markers import Location, MarkerReport, check_markers
+from airflow_ml_provider.exceptions import ConnectionConfigError, StorageUnavailableError
 
 if TYPE_CHECKING:
     import datetime as dt
 
-    import requests
     from airflow.sdk import Connection
     from hdfs import Client
+
+    from airflow_ml_provider.storage.base import Storage
+    from airflow_ml_provider.storage.markers import MarkerReport
+    from airflow_ml_provider.storage.paths import StoragePath
 
 CONN_TYPE = "ml_hdfs"
 DEFAULT_CONN_ID = "ml_hdfs_default"
@@ -46,17 +46,10 @@ DEFAULT_PORT = 9870
 DEFAULT_TIMEOUT = 30.0
 AuthKind = Literal["simple", "token", "kerberos"]
 
-#: Server exceptions that mean "the path is not there (yet)". Nothing else does.
-_NOT_FOUND = frozenset({"FileNotFoundException"})
-#: Server exceptions about who is asking rather than what is asked for.
-_CREDENTIAL_ERRORS = frozenset(
-    {"SecurityException", "InvalidToken", "AuthenticationException", "AuthorizationException"}
-)
 
-
-@dataclass(frozen=True)
-class HdfsConfig:
-    """A validated ``ml_hdfs`` connection.
+class HdfsConfig(NamedTuple):
+    """A validated ``ml_hdfs`` connection (a NamedTuple: DAG files import this module, and building
+    dataclasses costs import time).
 
     :param conn_id: the connection it came from, for messages.
     :param namenodes: WebHDFS base URLs in failover order; empty for the local backend.
@@ -74,16 +67,22 @@ class HdfsConfig:
     local_root: str | None = None
     user: str | None = None
     auth: AuthKind = "simple"
-    token: str | None = field(default=None, repr=False)
+    token: str | None = None
     verify: bool | str = True
     timeout: float = DEFAULT_TIMEOUT
     proxy_user: str | None = None
 
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={'***' if k == 'token' and v else v!r}" for k, v in self._asdict().items())
+        return f"HdfsConfig({fields})"
+
     @classmethod
     def from_connection(cls, conn: Connection) -> HdfsConfig:
         """Validate a Connection; raise :class:`ConnectionConfigError` naming the bad field."""
+        from airflow_ml_provider.utils.conn_extras import connection_extra, extra_bool, extra_number, extra_verify
+
         conn_id = conn.conn_id
-        extra = conn.extra_dejson or {}
+        extra = connection_extra(conn)
         host = (conn.host or "").strip()
 
         def bad(what: str) -> ConnectionConfigError:
@@ -91,8 +90,14 @@ class HdfsConfig:
 
         if not host:
             raise bad("Host is empty; set it to the NameNode host(s), e.g. 'nn1.corp,nn2.corp'.")
-        if host.startswith("file://"):
-            root = urlsplit(host).path or "/"
+        if host.lower().startswith("file:"):
+            from airflow_ml_provider.exceptions import InvalidSpecError
+            from airflow_ml_provider.storage.paths import parse_path
+
+            try:
+                root = parse_path(host, arg="Host", default_local=True).path
+            except InvalidSpecError as e:
+                raise bad(str(e)) from None
             return cls(conn_id=conn_id, local_root=root)
 
         auth = str(extra.get("auth") or "simple").lower()
@@ -102,19 +107,14 @@ class HdfsConfig:
         if auth == "token" and not token:
             raise bad("auth is 'token' but Password is empty; put the delegation token in Password.")
 
-        use_ssl = _as_bool(extra.get("use_ssl", False), conn_id, "use_ssl")
+        use_ssl = extra_bool(extra, "use_ssl", False, conn_id=conn_id)
         port = int(conn.port) if conn.port else DEFAULT_PORT
         namenodes = tuple(_namenode_url(item, port, use_ssl, bad) for item in re.split(r"[,;\s]+", host) if item)
 
-        verify: bool | str = _as_bool(extra.get("verify", True), conn_id, "verify")
+        verify = extra_verify(extra, "verify", conn_id=conn_id)
         if extra.get("ca_bundle"):
             verify = str(extra["ca_bundle"]) if verify else False
-        try:
-            timeout = float(extra.get("timeout", DEFAULT_TIMEOUT))
-        except (TypeError, ValueError):
-            raise bad(f"extra 'timeout' is {extra.get('timeout')!r}; give seconds, e.g. 30.") from None
-        if timeout <= 0:
-            raise bad(f"extra 'timeout' is {timeout}; it must be positive, e.g. 30.")
+        timeout = extra_number(extra, "timeout", DEFAULT_TIMEOUT, conn_id=conn_id, positive=True)
         return cls(
             conn_id=conn_id,
             namenodes=namenodes,
@@ -125,17 +125,6 @@ class HdfsConfig:
             timeout=timeout,
             proxy_user=extra.get("proxy_user") or None,
         )
-
-
-def _as_bool(value: Any, conn_id: str, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ConnectionConfigError(f"Connection {conn_id!r}: extra {name!r} is {value!r}; use true or false.")
 
 
 def _namenode_url(item: str, port: int, use_ssl: bool, bad: Any) -> str:
@@ -150,151 +139,6 @@ def _namenode_url(item: str, port: int, use_ssl: bool, bad: Any) -> str:
     if parts.path not in ("", "/") or parts.query:
         raise bad(f"NameNode {item!r} must not have a path or query; give 'host:port' only.")
     return f"{parts.scheme}://{parts.hostname}:{parsed_port or port}"
-
-
-def _origin(url: str) -> str:
-    """Scheme, host and port of a URL: never its query, which may hold a delegation token."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-class WebHdfsStorage:
-    """Storage backend (see :mod:`airflow_ml_provider.hooks.storage`) over WebHDFS.
-
-    Uses HdfsCLI's raw ``GETFILESTATUS``/``LISTSTATUS`` handlers with ``strict=False``: HdfsCLI
-    still fails over between NameNodes on connection errors, timeouts and ``StandbyException``,
-    but hands back every other answer so that we, not HdfsCLI, decide what it means. (Its
-    public ``status(strict=False)`` returns ``None`` for a 403 as well as a 404, which would
-    read "permission denied" as "not yet".)
-
-    :param client: an HdfsCLI client whose URL lists the NameNodes.
-    :param namenodes: the same NameNode URLs, for messages.
-    """
-
-    def __init__(self, client: Client, namenodes: Sequence[str]) -> None:
-        self.client = client
-        self.namenodes = tuple(namenodes)
-
-    def describe(self) -> str:
-        """Name the NameNode(s) for messages."""
-        return "NameNode " + " / ".join(self.namenodes)
-
-    def stat(self, path: str) -> FileInfo | None:
-        """GETFILESTATUS ``path``; ``None`` if it does not exist."""
-        body = self._call("GETFILESTATUS", path)
-        return None if body is None else _file_info(path, body["FileStatus"])
-
-    def list_dir(self, path: str) -> dict[str, FileInfo] | None:
-        """LISTSTATUS ``path``; ``None`` if it does not exist."""
-        body = self._call("LISTSTATUS", path)
-        if body is None:
-            return None
-        statuses = body["FileStatuses"]["FileStatus"]
-        if len(statuses) == 1 and statuses[0].get("pathSuffix") == "" and statuses[0].get("type") != "DIRECTORY":
-            raise HdfsAccessError(
-                f"{path!r} on {self.describe()} is a file, not a directory, so no marker can appear "
-                "under it. Point the sensor at the directory that receives the marker.",
-                remote_exception="NotADirectory",
-            )
-        prefix = path.rstrip("/")
-        return {s["pathSuffix"]: _file_info(f"{prefix}/{s['pathSuffix']}", s) for s in statuses}
-
-    def _call(self, op: str, path: str) -> dict[str, Any] | None:
-        import requests
-        from hdfs.util import HdfsError
-
-        handler = self.client._get_file_status if op == "GETFILESTATUS" else self.client._list_status
-        tried = ", ".join(self.namenodes)
-        try:
-            response: requests.Response = handler(path, strict=False)
-        except HdfsError as e:  # HdfsCLI raises only retriable server errors once every host failed
-            raise HdfsUnavailableError(
-                f"No active NameNode answered {op} {path!r} (tried {tried}): "
-                f"{e.exception or 'error'}: {_first_line(e.message)}"
-            ) from e
-        # requests' error texts hold the full URL, query (and so a delegation token) included:
-        # the messages below carry a redacted first line and the chain is cut (``from None``).
-        except requests.exceptions.SSLError as e:
-            raise HdfsAccessError(
-                f"TLS verification failed for {op} {path!r} on {tried}: {_first_line(str(e))}. "
-                "Set the connection's extra 'ca_bundle' to the cluster's CA file.",
-                remote_exception="SSLError",
-            ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            raise HdfsUnavailableError(
-                f"No NameNode answered {op} {path!r} (tried {tried}): {type(e).__name__}: {_first_line(str(e))}"
-            ) from None
-        except requests.exceptions.RequestException as e:
-            raise HdfsAccessError(
-                f"Request {op} {path!r} to {tried} is malformed: {_first_line(str(e))}. "
-                "Check the connection's host and port."
-            ) from None
-        if response.ok:
-            result: dict[str, Any] = response.json()
-            return result
-        self._refusal(op, path, response)  # returns only for "not found"
-        return None
-
-    def _refusal(self, op: str, path: str, response: requests.Response) -> None:
-        namenode = _origin(response.url)
-        exception, message = _remote_exception(response)
-        if response.status_code == 404 and exception in _NOT_FOUND:
-            return None
-        where = f"{op} {path!r} on NameNode {namenode}"
-        if response.status_code >= 500:
-            raise HdfsUnavailableError(
-                f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}".rstrip()
-            )
-        if response.status_code == 401 or exception in _CREDENTIAL_ERRORS:
-            hint = (
-                "The NameNode rejected the connection's identity; check its user, delegation token, "
-                "Kerberos ticket or proxy user (doas)."
-            )
-        elif response.status_code == 403:
-            hint = (
-                "Permission denied; grant the connection's user read and execute access on the path "
-                "and its parents, or use another user."
-            )
-        elif response.status_code == 404:
-            hint = (
-                "The URL did not reach WebHDFS; check that the connection's host and port are "
-                "the NameNode's HTTP address."
-            )
-        else:
-            hint = "The NameNode rejected the request."
-        raise HdfsAccessError(
-            f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}. {hint}",
-            remote_exception=exception,
-        )
-
-
-def _remote_exception(response: requests.Response) -> tuple[str | None, str]:
-    try:
-        remote = response.json()["RemoteException"]
-        return str(remote.get("exception")), _first_line(str(remote.get("message", "")))
-    except (ValueError, KeyError, TypeError):
-        return None, _first_line(response.text[:300]) or response.reason
-
-
-_SECRET_PARAM = re.compile(r"(delegation|token|password)=[^&\s'\"]+", re.IGNORECASE)
-
-
-def _first_line(text: str) -> str:
-    """First line of a message, shortened, with credentials in URL queries redacted."""
-    line = text.strip().splitlines()[0][:400] if text.strip() else ""
-    return _SECRET_PARAM.sub(r"\1=***", line)
-
-
-def _file_info(path: str, status: dict[str, Any]) -> FileInfo:
-    import datetime as dt
-
-    kind = status.get("type", "FILE")
-    return FileInfo(
-        path=path,
-        kind=kind if kind in ("FILE", "DIRECTORY", "SYMLINK") else "FILE",
-        modification_time=dt.datetime.fromtimestamp(int(status["modificationTime"]) / 1000, tz=dt.timezone.utc),
-        size=int(status.get("length", 0)),
-    )
 
 
 class HdfsHook(BaseHook):
@@ -347,7 +191,9 @@ class HdfsHook(BaseHook):
                 f"Connection {config.conn_id!r} points at the local directory {config.local_root!r}; "
                 "there is no WebHDFS client for it."
             )
-        session = _session(config.verify)
+        from airflow_ml_provider.utils.tls import connection_tls_session
+
+        session = connection_tls_session(config.verify)
         url = ";".join(config.namenodes)
         common: dict[str, Any] = {"session": session, "timeout": config.timeout, "proxy": config.proxy_user}
         if config.auth == "kerberos":
@@ -365,23 +211,36 @@ class HdfsHook(BaseHook):
         return InsecureClient(url, user=config.user, **common)
 
     @cached_property
-    def storage(self) -> StorageBackend:
-        """The storage backend for paths on this connection (one client, reused across calls)."""
+    def storage(self) -> Storage:
+        """The storage for paths on this connection (one client, reused across calls)."""
+        from airflow_ml_provider.storage.local import LocalStorage
+        from airflow_ml_provider.storage.webhdfs import WebHdfsStorage
+
         config = self.config
         if config.local_root is not None:
             return LocalStorage(config.local_root)
         return WebHdfsStorage(self.get_conn(), config.namenodes)
 
-    def check_markers(self, markers: Sequence[Location], newer_than: dt.datetime | None = None) -> MarkerReport:
+    def storage_for(self, path: StoragePath) -> Storage:
+        """The storage ``path`` lives on: the local disk for ``file://`` paths (the connection is
+        not read), this connection's file system otherwise."""
+        from airflow_ml_provider.storage.local import LocalStorage
+
+        return LocalStorage() if path.local else self.storage
+
+    def check_markers(self, markers: Sequence[StoragePath], newer_than: dt.datetime | None = None) -> MarkerReport:
         """Check marker files; ``file://`` ones on the local disk, the others on this connection.
 
         The connection is only read if some marker is not local.
         """
+        from airflow_ml_provider.storage.local import LocalStorage
+        from airflow_ml_provider.storage.markers import MarkerReport, check_markers
+
         report = MarkerReport()
         local = [m.path for m in markers if m.local]
         remote = [m.path for m in markers if not m.local]
         if local:
-            report.merge(check_markers(LocalStorage("/"), local, newer_than))
+            report.merge(check_markers(LocalStorage(), local, newer_than))
         if remote:
             report.merge(check_markers(self.storage, remote, newer_than))
         return report
@@ -391,15 +250,17 @@ class HdfsHook(BaseHook):
         try:
             config = self.config
             if config.local_root is not None:
+                from airflow_ml_provider.storage.local import LocalStorage
+
                 info = LocalStorage(config.local_root).stat("/")
                 return (info is not None, f"local directory {config.local_root}")
             answers = []
             for url in config.namenodes:
-                single = HdfsHook(self.hdfs_conn_id, config=replace(config, namenodes=(url,)))
+                single = HdfsHook(self.hdfs_conn_id, config=config._replace(namenodes=(url,)))
                 try:
                     single.storage.stat("/")
                     answers.append(f"{url}: active")
-                except HdfsUnavailableError as e:
+                except StorageUnavailableError as e:
                     answers.append(f"{url}: unavailable ({e})")
             ok = any(a.endswith(": active") for a in answers)
             return ok, "; ".join(answers)
@@ -412,23 +273,3 @@ class HdfsHook(BaseHook):
         from airflow_ml_provider.provider_info import HDFS_UI_FIELD_BEHAVIOUR
 
         return HDFS_UI_FIELD_BEHAVIOUR
-
-
-def _session(verify: bool | str) -> requests.Session:
-    """A requests session whose TLS verification is the connection's, whatever the environment says.
-
-    Plain ``Session.verify`` loses to ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from the environment
-    (requests merges environment settings over session settings), which would silently ignore the
-    connection's ``ca_bundle`` or ``verify`` on any worker that sets those variables.
-    """
-    import requests
-
-    class _ConnectionTlsSession(requests.Session):
-        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
-            settings = super().merge_environment_settings(*args, **kwargs)
-            settings["verify"] = self.verify
-            return settings
-
-    session = _ConnectionTlsSession()
-    session.verify = verify
-    return session

@@ -11,35 +11,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
-from airflow_ml_provider.exceptions import (
-    ConnectionConfigError,
-    HdfsAccessError,
-    HdfsUnavailableError,
-    MlProviderError,
-)
+from airflow_ml_provider.exceptions import MlProviderError, StorageRefusedError, StorageUnavailableError
+from airflow_ml_provider.storage.markers import marker_locations, parse_newer_than, waiting_status
 from airflow_ml_provider.utils.compat import default_deferrable
-from airflow_ml_provider.utils.markers import Location, marker_locations, parse_newer_than, waiting_status
+from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_ml_provider.hooks.webhdfs import HdfsHook
-
-#: Same as ``HdfsHook.default_conn_name``; a literal so DAG files need not import the hook module.
-DEFAULT_CONN_ID = "ml_hdfs_default"
-
-#: Errors that mean "this will never succeed": they fail the task at once, even with soft_fail.
-_PERMANENT = (HdfsAccessError, ConnectionConfigError)
+    from airflow_ml_provider.storage.paths import StoragePath
 #: Seconds the deferral itself may outlive the trigger's own deadline before Airflow times it out.
 _DEFERRAL_GRACE = 60.0
-
-
-def _is_templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, (list, tuple)):
-        return any(_is_templated(v) for v in value)
-    return True  # XComArg, plain objects: validated after rendering
 
 
 class HdfsSuccessSensor(BaseSensorOperator):
@@ -62,7 +45,9 @@ class HdfsSuccessSensor(BaseSensorOperator):
     :param newer_than: templated; a datetime or ISO 8601 string such as
         ``"{{ data_interval_end }}"``. A marker modified before it is stale and does not count
         (naive values are UTC). ``None`` accepts any marker.
-    :param hdfs_conn_id: the ``ml_hdfs`` connection (HA NameNodes, user, TLS, timeout).
+    :param hdfs_conn_id: the ``ml_hdfs`` connection (HA NameNodes, user, TLS, timeout); ``None``
+        means ``HdfsHook.default_conn_name`` (``ml_hdfs_default``). Only read if some path is not
+        ``file://``.
     :param deferrable: wait in the triggerer instead of a worker slot. Defaults to the
         deployment's ``[operators] default_deferrable``.
     :param kwargs: ``poke_interval``, ``timeout``, ``soft_fail``, ``mode`` and the other
@@ -80,7 +65,7 @@ class HdfsSuccessSensor(BaseSensorOperator):
         paths: str | Sequence[str],
         marker: str | None = "_SUCCESS",
         newer_than: Any = None,
-        hdfs_conn_id: str = DEFAULT_CONN_ID,
+        hdfs_conn_id: str | None = None,
         deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
@@ -91,28 +76,28 @@ class HdfsSuccessSensor(BaseSensorOperator):
         self.hdfs_conn_id = hdfs_conn_id
         self.deferrable = deferrable
         # Fail at DAG parse time for what is already known; templated values are checked after rendering.
-        if not _is_templated(paths) and not _is_templated(marker or ""):
+        if not is_templated(paths) and not is_templated(marker or ""):
             marker_locations(paths, marker)
-        if isinstance(newer_than, str) and not _is_templated(newer_than):
+        if isinstance(newer_than, str) and not is_templated(newer_than):
             parse_newer_than(newer_than)
         self._summary = "not checked yet"
         self._last_error: str | None = None
 
     @cached_property
     def hook(self) -> HdfsHook:
-        """The hook, built on first use (never at DAG parse time)."""
+        """The hook, built on first use (never at DAG parse time; nor is its module imported then)."""
         from airflow_ml_provider.hooks.webhdfs import HdfsHook
 
-        return HdfsHook(self.hdfs_conn_id)
+        return HdfsHook(self.hdfs_conn_id or HdfsHook.default_conn_name)
 
-    def _locations(self) -> list[Location]:
+    def _locations(self) -> list[StoragePath]:
         return marker_locations(self.paths, self.marker)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Check all markers once; unreachable NameNodes mean "poke again", refusals raise."""
         try:
             report = self.hook.check_markers(self._locations(), parse_newer_than(self.newer_than))
-        except HdfsUnavailableError as e:
+        except StorageUnavailableError as e:
             self._last_error = str(e)
             self.log.warning("%s; poking again later", e)
             return False
@@ -137,8 +122,9 @@ class HdfsSuccessSensor(BaseSensorOperator):
 
     def _raise_if_permanent(self, skip: AirflowSkipException) -> None:
         """``soft_fail`` skips on any failure; a misconfiguration must still fail the task."""
-        if isinstance(skip.__cause__, _PERMANENT) and not getattr(self, "never_fail", False):
-            raise skip.__cause__
+        cause = skip.__cause__
+        if isinstance(cause, MlProviderError) and not cause.retryable and not getattr(self, "never_fail", False):
+            raise cause
 
     def _execute_deferrable(self, context: Context) -> Any:
         from airflow_ml_provider.triggers.hdfs import HdfsMarkersTrigger
@@ -149,7 +135,7 @@ class HdfsSuccessSensor(BaseSensorOperator):
         newer_than = parse_newer_than(self.newer_than)
         trigger = HdfsMarkersTrigger(
             markers=[str(loc) for loc in self._locations()],
-            hdfs_conn_id=self.hdfs_conn_id,
+            hdfs_conn_id=self.hook.hdfs_conn_id,
             newer_than=newer_than.isoformat() if newer_than else None,
             poke_interval=float(self.poke_interval),
             deadline=time.time() + float(self.timeout),
@@ -183,5 +169,5 @@ class HdfsSuccessSensor(BaseSensorOperator):
         if status == "timeout":
             raise AirflowSensorTimeout(message)
         if status == "error" and event.get("kind") == "access":
-            raise HdfsAccessError(message)
+            raise StorageRefusedError(message)
         raise MlProviderError(f"Waiting for markers failed: {message or event!r}")

@@ -9,9 +9,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_ml_provider.exceptions import HdfsUnavailableError, MlProviderError
-from airflow_ml_provider.hooks.webhdfs import DEFAULT_CONN_ID, HdfsHook
-from airflow_ml_provider.utils.markers import parse_location, parse_newer_than, waiting_status
+from airflow_ml_provider.exceptions import MlProviderError, StorageUnavailableError
+from airflow_ml_provider.hooks.webhdfs import HdfsHook
+from airflow_ml_provider.storage.markers import parse_newer_than, waiting_status
+from airflow_ml_provider.storage.paths import parse_path
 
 
 class HdfsMarkersTrigger(BaseTrigger):
@@ -40,7 +41,7 @@ class HdfsMarkersTrigger(BaseTrigger):
         self,
         *,
         markers: list[str],
-        hdfs_conn_id: str = DEFAULT_CONN_ID,
+        hdfs_conn_id: str = HdfsHook.default_conn_name,
         newer_than: str | None = None,
         poke_interval: float = 60.0,
         deadline: float | None = None,
@@ -51,7 +52,7 @@ class HdfsMarkersTrigger(BaseTrigger):
         self.newer_than = newer_than
         self.poke_interval = float(poke_interval)
         self.deadline = deadline
-        self._locations = [parse_location(m) for m in self.markers]
+        self._locations = [parse_path(m, arg="markers") for m in self.markers]
         self._newer_than = parse_newer_than(newer_than)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -82,7 +83,7 @@ class HdfsMarkersTrigger(BaseTrigger):
                 if hook is None:
                     hook = await self._hook()
                 report = await asyncio.to_thread(hook.check_markers, self._locations, self._newer_than)
-            except HdfsUnavailableError as e:
+            except StorageUnavailableError as e:
                 last_error = str(e)
                 self.log.warning("%s; checking again in %.0f s", e, self.poke_interval)
             except MlProviderError as e:

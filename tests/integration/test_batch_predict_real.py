@@ -38,7 +38,7 @@ def test_hdfs_input_to_hdfs_output_with_success_last(
     import numpy as np
     import pandas as pd
 
-    from tests.unit.batch_predict_support import FEATURES, make_frame
+    from scripts.testbed.predict_data import FEATURES, make_frame
 
     set_hdfs_conn(monkeypatch, "hdfs_it", hdfs.namenode_urls)
     admin = admin_client(hdfs)
@@ -89,7 +89,7 @@ def test_hdfs_input_to_hdfs_output_with_success_last(
 
 def test_peak_memory_is_bounded_by_the_chunk_not_the_dataset(local_models_conn: Any, tmp_path: Path) -> None:
     """Scoring 10x the chunk size must not need much more memory than scoring 1x (fresh interpreters)."""
-    from tests.unit.batch_predict_support import make_frame, peak_rss_growth, write_parquet
+    from scripts.testbed.predict_data import make_frame, peak_rss_growth, write_parquet
 
     chunk = 50_000
     for mult in (1, 10):

@@ -15,7 +15,7 @@ import pytest
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
-from tests.unit.batch_predict_support import dataset, read_output
+from scripts.testbed.predict_data import dataset, read_output
 
 pytestmark = [
     pytest.mark.integration,
@@ -55,11 +55,16 @@ def _stop_spark_at_end() -> Iterator[None]:
 @pytest.fixture
 def spark(_stop_spark_at_end: None) -> Any:
     """A session shared by the tests that use it, built with the operator's own settings."""
+    import logging
+
     from pyspark.sql import SparkSession
+
+    from airflow_ml_provider.operators.batch_predict import DEFAULT_SPARK_MASTER
+    from airflow_ml_provider.scoring.spark_engine import spark_session
 
     session = SparkSession.getActiveSession()
     if session is None:
-        session, _ = op(input_path="/in", output_path="/out")._spark_session()
+        session, _ = spark_session(DEFAULT_SPARK_MASTER, None, "batch-predict-tests", logging.getLogger(__name__))
     return session
 
 
@@ -102,7 +107,7 @@ def test_signature_mismatch_fails_before_spark_starts(
 ) -> None:
     from pyspark.sql import SparkSession
 
-    from tests.unit.batch_predict_support import make_frame, write_parquet
+    from scripts.testbed.predict_data import make_frame, write_parquet
 
     created: list[Any] = []
     real = SparkSession.Builder.getOrCreate
@@ -135,7 +140,7 @@ def test_nan_predictions_fail_keep_the_old_output_and_stop_the_own_session(
 ) -> None:
     from pyspark.sql import SparkSession
 
-    from tests.unit.batch_predict_support import make_frame, write_parquet
+    from scripts.testbed.predict_data import make_frame, write_parquet
 
     if (session := SparkSession.getActiveSession()) is not None:
         session.stop()  # so that the operator creates its own
@@ -171,25 +176,25 @@ def test_spark_output_equals_pandas_output_and_success_is_written_last(
     import numpy as np
     import pandas as pd
 
-    from airflow_ml_provider.operators import batch_predict
+    from airflow_ml_provider.storage.local import LocalStorage
 
     dataset(tmp_path / "in", {"FR": 250, "DE": 130, "IT": 40})
     pandas_out = tmp_path / "pandas"
     op(input_path=str(tmp_path / "in"), output_path=str(pandas_out), engine="pandas", chunk_rows=100).execute(CTX)
 
     calls: list[tuple[str, str]] = []
-    rename, touch = batch_predict._LocalFs.rename, batch_predict._LocalFs.touch
+    rename, write = LocalStorage.rename, LocalStorage.write_bytes
 
     def recording_rename(fs: Any, src: str, dst: str) -> None:
         calls.append(("rename", dst))
         rename(fs, src, dst)
 
-    def recording_touch(fs: Any, path: str) -> None:
+    def recording_write(fs: Any, path: str, data: bytes) -> None:
         calls.append(("touch", path))
-        touch(fs, path)
+        write(fs, path, data)
 
-    monkeypatch.setattr(batch_predict._LocalFs, "rename", recording_rename)
-    monkeypatch.setattr(batch_predict._LocalFs, "touch", recording_touch)
+    monkeypatch.setattr(LocalStorage, "rename", recording_rename)
+    monkeypatch.setattr(LocalStorage, "write_bytes", recording_write)
     out = tmp_path / "scores" / "day=1"
     result = op(input_path=str(tmp_path / "in"), output_path=f"file://{out}").execute(CTX)
 
@@ -216,7 +221,7 @@ def test_spark_output_equals_pandas_output_and_success_is_written_last(
 def test_rerun_replaces_the_output_atomically(local_models_conn: Any, spark: Any, tmp_path: Path) -> None:
     import numpy as np
 
-    from tests.unit.batch_predict_support import FEATURES, make_frame, write_parquet
+    from scripts.testbed.predict_data import FEATURES, make_frame, write_parquet
 
     out = tmp_path / "out"
     write_parquet(make_frame(30), tmp_path / "a" / "x.parquet")

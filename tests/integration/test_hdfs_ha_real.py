@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
-from tests.infra.counting_proxy import CountingProxy
+from scripts.testbed.counting_proxy import CountingProxy
 from tests.integration.conftest import admin_client, set_hdfs_conn
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
-from airflow_ml_provider.exceptions import ConnectionConfigError, HdfsAccessError
+from airflow_ml_provider.exceptions import ConnectionConfigError, StorageRefusedError
 from airflow_ml_provider.hooks.webhdfs import HdfsHook
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
-from tests.infra.counting_proxy import CountingProxy
+from scripts.testbed.counting_proxy import CountingProxy
 from tests.integration.conftest import admin_client, set_hdfs_conn
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def test_permission_denied_fails_at_once(hdfs: Any, hdfs_dir: str, conn: None, n
     admin_client(hdfs).set_permission(secure, "700")
     paths = [f"{secure}/p0"] if n_markers == 1 else [f"{secure}/_SUCCESS_{i}" for i in range(n_markers)]
     started = time.monotonic()
-    with pytest.raises(HdfsAccessError) as info:
+    with pytest.raises(StorageRefusedError) as info:
         sensor(paths=paths, marker="_SUCCESS" if n_markers == 1 else None, timeout=60, soft_fail=True).execute(CTX)
     assert time.monotonic() - started < 10  # at once, not at the 60 s timeout
     message = str(info.value)
@@ -105,7 +105,7 @@ def test_refused_identity_fails_at_once(hdfs: Any, hdfs_dir: str, monkeypatch: p
     """The real NameNode refuses an impersonation it was not configured to allow."""
     set_hdfs_conn(monkeypatch, "hdfs_doas", hdfs.namenode_urls, proxy_user="alice")
     started = time.monotonic()
-    with pytest.raises(HdfsAccessError) as info:
+    with pytest.raises(StorageRefusedError) as info:
         sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_doas", timeout=60).execute(CTX)
     assert time.monotonic() - started < 10
     assert "etl is not allowed to impersonate alice" in str(info.value)
@@ -115,13 +115,13 @@ def test_refused_identity_fails_at_once(hdfs: Any, hdfs_dir: str, monkeypatch: p
 
 def test_marker_that_is_a_directory_fails_at_once(hdfs: Any, hdfs_dir: str, conn: None) -> None:
     admin_client(hdfs).makedirs(f"{hdfs_dir}/_SUCCESS")
-    with pytest.raises(HdfsAccessError, match="is a directory, not a file"):
+    with pytest.raises(StorageRefusedError, match="is a directory, not a file"):
         sensor(paths=hdfs_dir, timeout=60).execute(CTX)
 
 
 def test_watched_path_that_is_a_file_fails_at_once(hdfs: Any, hdfs_dir: str, conn: None) -> None:
     touch(hdfs, f"{hdfs_dir}/part-0000.parquet")
-    with pytest.raises(HdfsAccessError, match="is a file, not a directory"):
+    with pytest.raises(StorageRefusedError, match="is a file, not a directory"):
         sensor(
             paths=[f"{hdfs_dir}/part-0000.parquet/_A", f"{hdfs_dir}/part-0000.parquet/_B"],
             marker=None,
@@ -234,7 +234,7 @@ def test_tls_is_verified_by_default(
     proxy, cert = tls_proxy
     touch(hdfs, f"{hdfs_dir}/_SUCCESS")
     set_hdfs_conn(monkeypatch, "hdfs_tls", [proxy.url])
-    with pytest.raises(HdfsAccessError, match=r"TLS verification failed.*ca_bundle"):
+    with pytest.raises(StorageRefusedError, match=r"TLS verification failed.*ca_bundle"):
         sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_tls", timeout=60).execute(CTX)
     set_hdfs_conn(monkeypatch, "hdfs_tls", [proxy.url], ca_bundle=str(cert))
     assert sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_tls").execute(CTX)[0]["path"] == f"{hdfs_dir}/_SUCCESS"

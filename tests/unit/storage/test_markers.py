@@ -6,15 +6,9 @@ import datetime as dt
 
 import pytest
 
-from airflow_ml_provider.exceptions import HdfsAccessError, InvalidSpecError
-from airflow_ml_provider.hooks.storage import FileInfo
-from airflow_ml_provider.utils.markers import (
-    Location,
-    check_markers,
-    marker_locations,
-    parse_location,
-    parse_newer_than,
-)
+from airflow_ml_provider.exceptions import InvalidSpecError, StorageRefusedError
+from airflow_ml_provider.storage.base import FileInfo
+from airflow_ml_provider.storage.markers import check_markers, marker_locations, parse_newer_than
 
 T0 = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -46,40 +40,10 @@ def _file(path: str, when: dt.datetime = T0, kind: str = "FILE") -> FileInfo:
     return FileInfo(path=path, kind=kind, modification_time=when, size=0)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("/data/x", Location(False, "/data/x")),
-        ("/data//x/", Location(False, "/data/x")),
-        ("hdfs://nameservice1/data/x", Location(False, "/data/x")),
-        ("webhdfs://nn:9870/data/x", Location(False, "/data/x")),
-        ("file:///tmp/lake/x", Location(True, "/tmp/lake/x")),
-        ("//data/x", Location(False, "/data/x")),
-    ],
-)
-def test_parse_location_accepts(value: str, expected: Location) -> None:
-    assert parse_location(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "fragment"),
-    [
-        ("data/x", "not absolute"),
-        ("", "empty"),
-        ("s3://bucket/x", "unsupported scheme 's3'"),
-        ("/data/../etc", "contains '..'"),
-    ],
-)
-def test_parse_location_rejects_with_a_fix(value: str, fragment: str) -> None:
-    with pytest.raises(InvalidSpecError, match=fragment) as info:
-        parse_location(value)
-    assert repr(value) in str(info.value) or value == ""
-
-
 def test_marker_locations_appends_marker_and_dedups() -> None:
     locs = marker_locations(["/d/a", "/d/b", "/d/a/", "file:///l"], "_SUCCESS")
-    assert [str(x) for x in locs] == ["/d/a/_SUCCESS", "/d/b/_SUCCESS", "file:///l/_SUCCESS"]
-    assert [str(x) for x in marker_locations("/d/_DONE_FR", None)] == ["/d/_DONE_FR"]
+    assert [str(x) for x in locs] == ["hdfs:///d/a/_SUCCESS", "hdfs:///d/b/_SUCCESS", "file:///l/_SUCCESS"]
+    assert [str(x) for x in marker_locations("/d/_DONE_FR", None)] == ["hdfs:///d/_DONE_FR"]
 
 
 @pytest.mark.parametrize("marker", ["a/b", "..", "."])
@@ -146,7 +110,7 @@ def test_stale_markers_do_not_count() -> None:
 
 def test_marker_that_is_a_directory_is_a_permanent_error() -> None:
     backend = CountingBackend({"/a/_SUCCESS": _file("/a/_SUCCESS", kind="DIRECTORY")})
-    with pytest.raises(HdfsAccessError, match=r"'/a/_SUCCESS' on the fake is a directory"):
+    with pytest.raises(StorageRefusedError, match=r"'/a/_SUCCESS' on the fake is a directory"):
         check_markers(backend, ["/a/_SUCCESS"])
 
 

@@ -1,7 +1,7 @@
 """Marker-file checks, independent of any file system or of Airflow.
 
 The sensor and its trigger share this code: given marker paths, a storage backend (see
-:mod:`airflow_ml_provider.hooks.storage`) and an optional freshness bound, say which markers are
+:mod:`airflow_ml_provider.storage.base`) and an optional freshness bound, say which markers are
 present, missing or stale, using as few requests as possible: markers that share a parent
 directory cost one directory listing together, a lone marker one status call.
 """
@@ -11,68 +11,26 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
 
-from airflow_ml_provider.exceptions import HdfsAccessError, InvalidSpecError
+from airflow_ml_provider.exceptions import InvalidSpecError, StorageRefusedError
+from airflow_ml_provider.storage.paths import StoragePath, parse_path
 
 if TYPE_CHECKING:
-    from airflow_ml_provider.hooks.storage import FileInfo, StorageBackend
-
-#: URL schemes that name a path on the sensor's connection (the authority part is ignored).
-HDFS_SCHEMES = frozenset({"hdfs", "webhdfs", "swebhdfs"})
+    from airflow_ml_provider.storage.base import FileInfo
 
 
-class Location(NamedTuple):
-    """Where a marker lives: ``local`` (a ``file://`` URL) or on the connection's file system.
+class MarkerLookup(Protocol):
+    """The part of the storage contract a marker check uses (any :class:`Storage` has it)."""
 
-    (A NamedTuple rather than a dataclass: this module is imported by DAG files, and building
-    dataclasses costs import time.)
-    """
+    def describe(self) -> str: ...
 
-    local: bool
-    path: str
+    def stat(self, path: str) -> FileInfo | None: ...
 
-    def __str__(self) -> str:
-        return f"file://{self.path}" if self.local else self.path
+    def list_dir(self, path: str) -> dict[str, FileInfo] | None: ...
 
 
-def parse_location(value: str) -> Location:
-    """Parse an absolute path or URL into a :class:`Location`.
-
-    Accepted: ``/data/x`` (the connection's file system), ``hdfs://nameservice/data/x`` (same;
-    the authority is ignored because the connection says where the NameNodes are) and
-    ``file:///data/x`` (the local disk, no connection needed).
-
-    :param value: the path or URL as given by the DAG author.
-    :raises InvalidSpecError: for relative paths, ``..`` segments or unknown schemes.
-    """
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidSpecError(f"Marker path {value!r} is empty; give an absolute path like '/data/2026-11-23'.")
-    text = value.strip()
-    local = False
-    if "://" in text:
-        parts = urlsplit(text)
-        scheme = parts.scheme.lower()
-        if scheme == "file":
-            local = True
-        elif scheme not in HDFS_SCHEMES:
-            raise InvalidSpecError(
-                f"Marker path {value!r} has the unsupported scheme {parts.scheme!r}; use an absolute "
-                "path ('/data/x'), 'hdfs://nameservice/data/x' or 'file:///data/x'."
-            )
-        text = parts.path
-    if not text.startswith("/"):
-        raise InvalidSpecError(f"Marker path {value!r} is not absolute; give an absolute path like '/data/2026-11-23'.")
-    if ".." in text.split("/"):
-        raise InvalidSpecError(f"Marker path {value!r} contains '..'; give the normalized absolute path.")
-    normalized = posixpath.normpath(text)
-    if normalized.startswith("//"):  # POSIX keeps a leading '//'; HDFS does not
-        normalized = "/" + normalized.lstrip("/")
-    return Location(local=local, path=normalized)
-
-
-def marker_locations(paths: str | Iterable[str], marker: str | None) -> list[Location]:
+def marker_locations(paths: str | Iterable[str], marker: str | None) -> list[StoragePath]:
     """Turn the sensor's ``paths`` and ``marker`` into the marker files to look for.
 
     :param paths: one path or several; each a directory that receives ``marker``, or, when
@@ -85,12 +43,12 @@ def marker_locations(paths: str | Iterable[str], marker: str | None) -> list[Loc
         raise InvalidSpecError("No paths to watch; give at least one, e.g. paths=['/data/2026-11-23'].")
     if marker is not None and ("/" in marker or marker in (".", "..")):
         raise InvalidSpecError(f"Marker name {marker!r} must be a plain file name such as '_SUCCESS'.")
-    result: list[Location] = []
-    seen: set[Location] = set()
+    result: list[StoragePath] = []
+    seen: set[StoragePath] = set()
     for item in items:
-        loc = parse_location(item)
+        loc = parse_path(item, arg="paths")
         if marker:
-            loc = Location(local=loc.local, path=posixpath.join(loc.path, marker))
+            loc = loc.join(marker)
         if loc not in seen:  # the same marker twice costs nothing more
             seen.add(loc)
             result.append(loc)
@@ -184,13 +142,11 @@ def _head(items: Sequence[str], limit: int) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def check_markers(
-    backend: StorageBackend, markers: Sequence[str], newer_than: dt.datetime | None = None
-) -> MarkerReport:
+def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.datetime | None = None) -> MarkerReport:
     """Check ``markers`` (absolute paths in ``backend``) in as few requests as possible.
 
     Markers sharing a parent directory are answered by one ``list_dir`` of that parent; a lone
-    marker by one ``stat``. A marker that is a directory raises :class:`HdfsAccessError` (it
+    marker by one ``stat``. A marker that is a directory raises :class:`StorageRefusedError` (it
     will never become a marker file). Errors from the backend propagate unchanged.
 
     :param backend: the storage backend to ask.
@@ -216,7 +172,7 @@ def check_markers(
 
 def _classify(
     report: MarkerReport,
-    backend: StorageBackend,
+    backend: MarkerLookup,
     marker: str,
     info: FileInfo | None,
     newer_than: dt.datetime | None,
@@ -224,7 +180,7 @@ def _classify(
     if info is None:
         report.missing.append(marker)
     elif info.kind == "DIRECTORY":
-        raise HdfsAccessError(
+        raise StorageRefusedError(
             f"Marker {marker!r} on the {backend.describe()} is a directory, not a file, so it can "
             "never signal completion. Point the sensor at the directory that receives the marker "
             "file (paths=[...]) and name the file with marker='_SUCCESS'.",

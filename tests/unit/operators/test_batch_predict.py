@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
-from tests.unit.batch_predict_support import dataset, read_output
+from scripts.testbed.predict_data import dataset, read_output
 
 CTX: Any = {}
 
@@ -87,37 +86,15 @@ def test_importing_the_module_and_building_the_operator_imports_nothing_heavy() 
 # -- execution against a local MLflow store -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
-
-    before = mlflow_env_snapshot()
-    store = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CONN_ENV, mlflow_conn_json(store))
-        yield log_local_models(store)
-    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
-
-
-@pytest.fixture
-def conn(models: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from tests.unit.batch_predict_support import CONN_ENV, mlflow_env_snapshot
-
-    monkeypatch.setenv(CONN_ENV, models.conn_json)
-    before = mlflow_env_snapshot()
-    yield models
-    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
-
-
 def siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
 
 
-def test_scores_in_chunks_and_matches_direct_predict(conn: Any, tmp_path: Path) -> None:
+def test_scores_in_chunks_and_matches_direct_predict(local_models_conn: Any, tmp_path: Path) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from tests.unit.batch_predict_support import FEATURES
+    from scripts.testbed.predict_data import FEATURES
 
     data = dataset(tmp_path / "in", {"FR": 250, "DE": 130})
     out = tmp_path / "scores" / "day=1"
@@ -132,22 +109,22 @@ def test_scores_in_chunks_and_matches_direct_predict(conn: Any, tmp_path: Path) 
     assert [pq.ParquetFile(out / f"part-0000{i}.parquet").num_row_groups for i in (0, 1)] == [2, 3]
     got = read_output(out)
     assert list(got.columns) == ["id", "a", "b", "c", "country", "prediction"]
-    expected = conn.sklearn_model.predict(data[list(FEATURES)])
+    expected = local_models_conn.sklearn_model.predict(data[list(FEATURES)])
     np.testing.assert_allclose(got["prediction"].to_numpy(), expected, rtol=1e-12)
     assert got["id"].tolist() == data["id"].tolist()
     assert got["country"].tolist() == data["country"].tolist()
     assert siblings(out) == []
 
 
-def test_passthrough_columns_and_runs_uri_and_model_without_signature(conn: Any, tmp_path: Path) -> None:
+def test_passthrough_columns_and_runs_uri_and_model_without_signature(local_models_conn: Any, tmp_path: Path) -> None:
     import numpy as np
 
-    from tests.unit.batch_predict_support import FEATURES, make_frame, write_parquet
+    from scripts.testbed.predict_data import FEATURES, make_frame, write_parquet
 
     frame = make_frame(55)
     write_parquet(frame, tmp_path / "in.parquet")
-    expected = conn.sklearn_model.predict(frame[list(FEATURES)])
-    for uri in (conn.run_uri, "models:/lin/1"):
+    expected = local_models_conn.sklearn_model.predict(frame[list(FEATURES)])
+    for uri in (local_models_conn.run_uri, "models:/lin/1"):
         out = tmp_path / f"out-{len(uri)}"
         op(model_uri=uri, input_path=str(tmp_path / "in.parquet"), output_path=str(out),
            passthrough_columns=["id"], prediction_column="score").execute(CTX)  # fmt: skip
@@ -162,8 +139,8 @@ def test_passthrough_columns_and_runs_uri_and_model_without_signature(conn: Any,
     np.testing.assert_allclose(read_output(out)["prediction"].to_numpy(), expected, rtol=1e-12)
 
 
-def test_missing_model_columns_are_named_and_nothing_is_written(conn: Any, tmp_path: Path) -> None:
-    from tests.unit.batch_predict_support import make_frame, write_parquet
+def test_missing_model_columns_are_named_and_nothing_is_written(local_models_conn: Any, tmp_path: Path) -> None:
+    from scripts.testbed.predict_data import make_frame, write_parquet
 
     write_parquet(make_frame(10), tmp_path / "in" / "p0.parquet")
     write_parquet(make_frame(10).drop(columns=["b", "c"]), tmp_path / "in" / "p1.parquet")
@@ -183,8 +160,8 @@ def test_missing_model_columns_are_named_and_nothing_is_written(conn: Any, tmp_p
     assert not out.exists()
 
 
-def test_nan_predictions_fail_naming_the_rows_and_keep_the_old_output(conn: Any, tmp_path: Path) -> None:
-    from tests.unit.batch_predict_support import make_frame, write_parquet
+def test_nan_predictions_fail_naming_the_rows_and_keep_the_old_output(local_models_conn: Any, tmp_path: Path) -> None:
+    from scripts.testbed.predict_data import make_frame, write_parquet
 
     frame = make_frame(300)
     frame["a"] = frame["a"] * 0.5
@@ -206,8 +183,8 @@ def test_nan_predictions_fail_naming_the_rows_and_keep_the_old_output(conn: Any,
     assert siblings(out) == []
 
 
-def test_rerun_replaces_the_output_and_success_is_newest(conn: Any, tmp_path: Path) -> None:
-    from tests.unit.batch_predict_support import make_frame, write_parquet
+def test_rerun_replaces_the_output_and_success_is_newest(local_models_conn: Any, tmp_path: Path) -> None:
+    from scripts.testbed.predict_data import make_frame, write_parquet
 
     out = tmp_path / "out"
     write_parquet(make_frame(30), tmp_path / "a" / "x.parquet")
@@ -228,8 +205,8 @@ def test_rerun_replaces_the_output_and_success_is_newest(conn: Any, tmp_path: Pa
     assert all(success.st_mtime_ns >= p.stat().st_mtime_ns for p in out.glob("part-*"))
 
 
-def test_unknown_alias_and_missing_input_are_clear(conn: Any, tmp_path: Path) -> None:
-    from tests.unit.batch_predict_support import make_frame, write_parquet
+def test_unknown_alias_and_missing_input_are_clear(local_models_conn: Any, tmp_path: Path) -> None:
+    from scripts.testbed.predict_data import make_frame, write_parquet
 
     write_parquet(make_frame(5), tmp_path / "in.parquet")
     out = tmp_path / "out"
@@ -251,9 +228,11 @@ def test_unknown_alias_and_missing_input_are_clear(conn: Any, tmp_path: Path) ->
     assert siblings(out) == []
 
 
-def test_hdfs_connection_to_a_local_directory(conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hdfs_connection_to_a_local_directory(
+    local_models_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An ``ml_hdfs`` connection with host ``file:///root`` maps absolute paths under that root."""
-    from tests.unit.batch_predict_support import make_frame, write_parquet
+    from scripts.testbed.predict_data import make_frame, write_parquet
 
     monkeypatch.setenv("AIRFLOW_CONN_LAKE", json.dumps({"conn_type": "ml_hdfs", "host": f"file://{tmp_path}"}))
     write_parquet(make_frame(20), tmp_path / "data" / "in" / "p.parquet")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ml_provider.exceptions import HdfsAccessError
-from airflow_ml_provider.hooks.storage import LocalStorage
+from airflow_ml_provider.exceptions import StorageRefusedError
+from airflow_ml_provider.storage.local import LocalStorage
 
 
 def test_stat_and_list(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_stat_and_list(tmp_path: Path) -> None:
 
 def test_list_of_a_file_is_a_permanent_error(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
-    with pytest.raises(HdfsAccessError, match="is a file, not a directory"):
+    with pytest.raises(StorageRefusedError, match="is a file, not a directory"):
         LocalStorage(str(tmp_path)).list_dir("/f")
 
 
@@ -47,16 +47,16 @@ def test_permission_denied_is_permanent_not_missing(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     code = (
         "import os\n"
-        "from airflow_ml_provider.hooks.storage import LocalStorage\n"
-        "from airflow_ml_provider.exceptions import HdfsAccessError\n"
+        "from airflow_ml_provider.storage.local import LocalStorage\n"
+        "from airflow_ml_provider.exceptions import StorageRefusedError\n"
         "os.setgid(65534); os.setuid(65534)\n"
         f"s = LocalStorage({str(tmp_path)!r})\n"
         "for call in (lambda: s.stat('/locked/_SUCCESS'), lambda: s.list_dir('/locked')):\n"
         "    try:\n        call(); print('NO ERROR')\n"
-        "    except HdfsAccessError as e:\n        print('DENIED', e)\n"
+        "    except StorageRefusedError as e:\n        print('DENIED', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert len(lines) == 2, out
-    assert all(line.startswith("DENIED Permission denied") for line in lines), out
+    assert all(line.startswith("DENIED") and "was refused: Permission denied" in line for line in lines), out
     assert "/locked" in out

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from airflow.sdk import Connection
 
-from airflow_ml_provider.exceptions import ConnectionConfigError, HdfsUnavailableError
+from airflow_ml_provider.exceptions import ConnectionConfigError, StorageUnavailableError
 from airflow_ml_provider.hooks.webhdfs import HdfsConfig, HdfsHook
 
 
@@ -61,9 +61,9 @@ def test_local_root() -> None:
         ({"host": "http://nn1:9870/webhdfs"}, "must not have a path"),
         ({"host": "nn", "extra": {"auth": "ldap"}}, "use 'simple', 'token' or 'kerberos'"),
         ({"host": "nn", "extra": {"auth": "token"}}, "Password is empty"),
-        ({"host": "nn", "extra": {"timeout": "soon"}}, "give seconds"),
-        ({"host": "nn", "extra": {"timeout": 0}}, "must be positive"),
-        ({"host": "nn", "extra": {"verify": "maybe"}}, "use true or false"),
+        ({"host": "nn", "extra": {"timeout": "soon"}}, "use a number"),
+        ({"host": "nn", "extra": {"timeout": 0}}, "use a positive number"),
+        ({"host": "nn", "extra": {"verify": "maybe"}}, "or the absolute path of a CA bundle file"),
     ],
 )
 def test_malformed_connections_name_the_field(kw: dict[str, Any], fragment: str) -> None:
@@ -76,7 +76,7 @@ def test_token_never_in_unavailable_error() -> None:
     """requests' messages contain the URL with ?delegation=...; ours must not."""
     config = HdfsConfig(conn_id="c1", namenodes=("http://127.0.0.1:1",), auth="token", token="TOPSECRET123", timeout=2)
     hook = HdfsHook("c1", config=config)
-    with pytest.raises(HdfsUnavailableError) as info:
+    with pytest.raises(StorageUnavailableError) as info:
         hook.storage.stat("/x")
     assert "TOPSECRET123" not in str(info.value)
     assert info.value.__cause__ is None

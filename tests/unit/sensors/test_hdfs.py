@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 
-from airflow_ml_provider.exceptions import HdfsAccessError, InvalidSpecError, MlProviderError
+from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError, StorageRefusedError
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
+from airflow_ml_provider.storage.markers import MarkerReport
 from airflow_ml_provider.triggers.hdfs import HdfsMarkersTrigger
-from airflow_ml_provider.utils.markers import MarkerReport
 
 CTX: Any = {}
 
@@ -27,14 +27,14 @@ def test_template_fields_and_defaults() -> None:
     assert s.template_fields == ("paths", "marker", "newer_than")
     assert s.deferrable is False
     assert s.marker == "_SUCCESS"
-    assert s.hdfs_conn_id == "ml_hdfs_default"
+    assert s.hdfs_conn_id is None
 
 
-def test_default_conn_id_matches_the_hook() -> None:
+def test_default_conn_id_is_the_hooks() -> None:
     from airflow_ml_provider.hooks.webhdfs import HdfsHook
-    from airflow_ml_provider.sensors.hdfs import DEFAULT_CONN_ID
 
-    assert HdfsHook.default_conn_name == DEFAULT_CONN_ID
+    assert sensor(paths="/d").hook.hdfs_conn_id == HdfsHook.default_conn_name == "ml_hdfs_default"
+    assert sensor(paths="/d", hdfs_conn_id="mine").hook.hdfs_conn_id == "mine"
 
 
 def test_keyword_only() -> None:
@@ -75,7 +75,7 @@ def test_soft_fail_skips_on_timeout_but_not_on_permanent_errors(tmp_path: Path) 
     with pytest.raises(AirflowSkipException):
         sensor(paths=f"file://{tmp_path}/nothing", soft_fail=True).execute(CTX)
     (tmp_path / "_SUCCESS").mkdir()
-    with pytest.raises(HdfsAccessError, match="is a directory"):
+    with pytest.raises(StorageRefusedError, match="is a directory"):
         sensor(paths=f"file://{tmp_path}", soft_fail=True).execute(CTX)
 
 
@@ -102,7 +102,7 @@ def test_deferrable_defers_with_a_serializable_trigger(tmp_path: Path, monkeypat
     trigger = info.value.trigger
     assert isinstance(trigger, HdfsMarkersTrigger)
     _, kwargs = trigger.serialize()
-    assert kwargs["markers"] == [f"file://{tmp_path}/_SUCCESS", "/hdfs/x/_SUCCESS"]
+    assert kwargs["markers"] == [f"file://{tmp_path}/_SUCCESS", "hdfs:///hdfs/x/_SUCCESS"]
     assert kwargs["hdfs_conn_id"] == "h"
     assert kwargs["newer_than"] == "2026-11-23T08:00:00+00:00"
     assert info.value.method_name == "execute_complete"
@@ -116,7 +116,7 @@ def test_execute_complete_validates_events() -> None:
     assert s.execute_complete(CTX, {"status": "success", "markers": markers}) == markers
     with pytest.raises(AirflowSensorTimeout, match="missing"):
         s.execute_complete(CTX, {"status": "timeout", "message": "missing: /d/_SUCCESS"})
-    with pytest.raises(HdfsAccessError, match="denied"):
+    with pytest.raises(StorageRefusedError, match="denied"):
         s.execute_complete(CTX, {"status": "error", "kind": "access", "message": "denied"})
     with pytest.raises(MlProviderError, match="invalid event"):
         s.execute_complete(CTX, None)

@@ -1,0 +1,272 @@
+"""The HDFS backend of the storage contract, over WebHDFS with HdfsCLI.
+
+HdfsCLI fails over between HA NameNodes on connection errors, timeouts and ``StandbyException``;
+we use it for every request. Status and listing go through its raw ``GETFILESTATUS`` /
+``LISTSTATUS`` handlers with ``strict=False`` so that we, not HdfsCLI, decide what an answer
+means: its public ``status(strict=False)`` returns ``None`` for a 403 as well as a 404, which
+would read "permission denied" as "not yet". Which failures are permanent is decided in
+:mod:`airflow_ml_provider.storage.errors`. Importing this module imports neither ``hdfs`` nor
+``requests``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import posixpath
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_ml_provider.exceptions import StorageRefusedError, StorageUnavailableError
+from airflow_ml_provider.storage.base import DataFile, FileInfo, Storage, is_hidden
+from airflow_ml_provider.storage.errors import remote_is_transient
+from airflow_ml_provider.utils.messages import first_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import requests
+    from hdfs import Client
+
+#: Server exceptions that mean "the path is not there (yet)". Nothing else does.
+_NOT_FOUND = frozenset({"FileNotFoundException"})
+#: Server exceptions about who is asking rather than what is asked for.
+_CREDENTIAL_ERRORS = frozenset(
+    {"SecurityException", "InvalidToken", "AuthenticationException", "AuthorizationException"}
+)
+#: Bytes read from a file's end to find the Parquet footer in one request.
+_FOOTER_PROBE = 65536
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port of a URL: never its query, which may hold a delegation token."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class WebHdfsStorage(Storage):
+    """Storage on HDFS through WebHDFS.
+
+    :param client: an HdfsCLI client whose URL lists the NameNodes.
+    :param namenodes: the same NameNode URLs, for messages.
+    """
+
+    def __init__(self, client: Client, namenodes: Sequence[str]) -> None:
+        self.client = client
+        self.namenodes = tuple(namenodes)
+
+    def describe(self) -> str:
+        """Name the NameNode(s) for messages."""
+        return "NameNode " + " / ".join(self.namenodes)
+
+    def location(self, path: str) -> str:
+        """``hdfs://<path> (NameNode …)``."""
+        return f"hdfs://{path} ({self.describe()})"
+
+    # -- status and listing: raw handlers, our own reading of the answer -----------------------
+
+    def stat(self, path: str) -> FileInfo | None:
+        """GETFILESTATUS ``path``; ``None`` if it does not exist."""
+        body = self._call("GETFILESTATUS", path)
+        return None if body is None else _file_info(path, body["FileStatus"])
+
+    def list_dir(self, path: str) -> dict[str, FileInfo] | None:
+        """LISTSTATUS ``path``; ``None`` if it does not exist."""
+        body = self._call("LISTSTATUS", path)
+        if body is None:
+            return None
+        statuses = body["FileStatuses"]["FileStatus"]
+        if len(statuses) == 1 and statuses[0].get("pathSuffix") == "" and statuses[0].get("type") != "DIRECTORY":
+            raise StorageRefusedError(
+                f"{path!r} on {self.describe()} is a file, not a directory, so nothing can appear under it. "
+                "Give the directory that receives the files.",
+                remote_exception="NotADirectory",
+            )
+        prefix = path.rstrip("/")
+        return {s["pathSuffix"]: _file_info(f"{prefix}/{s['pathSuffix']}", s) for s in statuses}
+
+    def _call(self, op: str, path: str) -> dict[str, Any] | None:
+        import requests
+        from hdfs.util import HdfsError
+
+        handler = self.client._get_file_status if op == "GETFILESTATUS" else self.client._list_status
+        tried = ", ".join(self.namenodes)
+        try:
+            response: requests.Response = handler(path, strict=False)
+        except HdfsError as e:  # HdfsCLI raises only retriable server errors once every host failed
+            raise StorageUnavailableError(
+                f"No active NameNode answered {op} {path!r} (tried {tried}): "
+                f"{e.exception or 'error'}: {first_line(e.message)}"
+            ) from e
+        # requests' error texts hold the full URL, query (and so a delegation token) included:
+        # the messages below carry a redacted first line and the chain is cut (``from None``).
+        except requests.exceptions.SSLError as e:
+            raise StorageRefusedError(
+                f"TLS verification failed for {op} {path!r} on {tried}: {first_line(str(e))}. "
+                "Set the connection's extra 'ca_bundle' to the cluster's CA file.",
+                remote_exception="SSLError",
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            raise StorageUnavailableError(
+                f"No NameNode answered {op} {path!r} (tried {tried}): {type(e).__name__}: {first_line(str(e))}"
+            ) from None
+        except requests.exceptions.RequestException as e:
+            raise StorageRefusedError(
+                f"Request {op} {path!r} to {tried} is malformed: {first_line(str(e))}. "
+                "Check the connection's host and port."
+            ) from None
+        if response.ok:
+            result: dict[str, Any] = response.json()
+            return result
+        self._refusal(op, path, response)  # returns only for "not found"
+        return None
+
+    def _refusal(self, op: str, path: str, response: requests.Response) -> None:
+        exception, message = _remote_exception(response)
+        if response.status_code == 404 and exception in _NOT_FOUND:
+            return None
+        where = f"{op} {path!r} on NameNode {_origin(response.url)}"
+        if remote_is_transient(response.status_code, exception):
+            raise StorageUnavailableError(
+                f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}".rstrip()
+            )
+        if response.status_code == 401 or exception in _CREDENTIAL_ERRORS:
+            hint = (
+                "The NameNode rejected the connection's identity; check its user, delegation token, "
+                "Kerberos ticket or proxy user (doas)."
+            )
+        elif response.status_code == 403:
+            hint = (
+                "Permission denied; grant the connection's user read and execute access on the path "
+                "and its parents, or use another user."
+            )
+        elif response.status_code == 404:
+            hint = (
+                "The URL did not reach WebHDFS; check that the connection's host and port are the "
+                "NameNode's HTTP address."
+            )
+        else:
+            hint = "The NameNode rejected the request."
+        raise StorageRefusedError(
+            f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}. {hint}",
+            remote_exception=exception,
+        )
+
+    # -- everything else: HdfsCLI's own calls, errors mapped the same way ----------------------
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        import requests
+        from hdfs.util import HdfsError
+
+        try:
+            yield
+        except HdfsError as e:
+            exception = getattr(e, "exception", None)
+            message = first_line(str(e)) or type(e).__name__
+            if exception is None or remote_is_transient(None, exception):
+                raise StorageUnavailableError(f"{what} on {self.describe()} failed: {message}") from None
+            raise StorageRefusedError(
+                f"{what} on {self.describe()} was refused: {exception}: {message}", remote_exception=exception
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            raise StorageUnavailableError(
+                f"{what}: no NameNode or DataNode answered ({self.describe()}): {type(e).__name__}"
+            ) from None
+
+    def _walk_files(self, path: str) -> Iterator[FileInfo]:
+        with self._errors(f"Listing {path!r}"):
+            for dirpath, dirs, names in self.client.walk(path, status=True):
+                dirs[:] = [d for d in dirs if not is_hidden(d[0])]
+                for name, status in names:
+                    yield _file_info(posixpath.join(dirpath[0], name), status)
+
+    def read_schema(self, file: DataFile) -> pa.Schema:
+        """The Parquet schema from the footer, read with one or two ranged requests."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        def read(offset: int, length: int) -> bytes:
+            with self.client.read(file.path, offset=offset, length=length) as reader:
+                data: bytes = reader.read()
+                return data
+
+        with self._errors(f"Reading the Parquet footer of {file.path!r}"):
+            size = file.size
+            tail = read(max(0, size - _FOOTER_PROBE), min(size, _FOOTER_PROBE))
+            if len(tail) < 12 or tail[-4:] != b"PAR1":
+                raise ValueError("not a Parquet file (no PAR1 footer)")
+            footer = int.from_bytes(tail[-8:-4], "little")
+            if footer + 8 > len(tail):
+                if footer + 8 > size:
+                    raise ValueError("footer longer than the file")
+                tail = read(size - footer - 8, footer + 8)
+            schema: pa.Schema = pq.read_schema(pa.BufferReader(b"PAR1" + tail[-(footer + 8) :]))
+            return schema
+
+    @contextlib.contextmanager
+    def _local_copy(self, file: DataFile, scratch: str) -> Iterator[str]:
+        local = os.path.join(scratch, "input.parquet")
+        try:
+            with (
+                self._errors(f"Downloading {file.path!r}"),
+                open(local, "wb") as out,
+                self.client.read(file.path, chunk_size=1 << 20) as reader,
+            ):
+                for block in reader:
+                    out.write(block)
+            yield local
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(local)
+
+    @contextlib.contextmanager
+    def _write_part(self, staging: str, name: str, scratch: str) -> Iterator[str]:
+        local = os.path.join(scratch, name)
+        try:
+            yield local
+            with self._errors(f"Uploading {name} to {staging!r}"), open(local, "rb") as f:
+                self.client.write(posixpath.join(staging, name), data=f, overwrite=False)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(local)
+
+    def makedirs(self, path: str) -> None:
+        """MKDIRS ``path``."""
+        with self._errors(f"Creating {path!r}"):
+            self.client.makedirs(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        """RENAME ``src`` to ``dst``."""
+        with self._errors(f"Renaming {src!r} to {dst!r}"):
+            self.client.rename(src, dst)
+
+    def delete(self, path: str) -> None:
+        """DELETE ``path`` recursively; a missing path is fine."""
+        with self._errors(f"Deleting {path!r}"):
+            self.client.delete(path, recursive=True)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """CREATE ``path`` with ``data``, overwriting."""
+        with self._errors(f"Writing {path!r}"):
+            self.client.write(path, data=data, overwrite=True)
+
+
+def _remote_exception(response: requests.Response) -> tuple[str | None, str]:
+    try:
+        remote = response.json()["RemoteException"]
+        return str(remote.get("exception")), first_line(str(remote.get("message", "")))
+    except (ValueError, KeyError, TypeError):
+        return None, first_line(response.text[:300]) or response.reason
+
+
+def _file_info(path: str, status: dict[str, Any]) -> FileInfo:
+    kind = status.get("type", "FILE")
+    return FileInfo(
+        path=path,
+        kind=kind if kind in ("FILE", "DIRECTORY", "SYMLINK") else "FILE",
+        modification_time=dt.datetime.fromtimestamp(int(status["modificationTime"]) / 1000, tz=dt.timezone.utc),
+        size=int(status.get("length", 0)),
+    )
