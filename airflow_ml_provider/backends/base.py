@@ -60,8 +60,34 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
+# The errors of this contract live in exceptions.py; re-exported here for existing imports.
+from airflow_ml_provider.exceptions import BackendError, InvalidSpecError, JobExistsError, JobResultError
 from airflow_ml_provider.utils.resources import ResourceSpec
+
+__all__ = [
+    "DEFAULT_RESULT_PATH",
+    "FAILED",
+    "GONE",
+    "LABEL_KEY",
+    "LABEL_MANAGED",
+    "LABEL_SPEC",
+    "PENDING",
+    "RUNNING",
+    "SUCCEEDED",
+    "TERMINAL_STATES",
+    "BackendError",
+    "ContainerBackend",
+    "JobExistsError",
+    "JobHandle",
+    "JobResultError",
+    "JobSpec",
+    "JobStatus",
+    "Mount",
+    "job_key",
+    "poll_follow",
+    "redact",
+    "spec_digest",
+]
 
 PENDING = "pending"
 RUNNING = "running"
@@ -77,18 +103,6 @@ DEFAULT_RESULT_PATH = "/airflow/xcom/result.json"
 LABEL_KEY = "airflow-ml-provider.job-key"
 LABEL_SPEC = "airflow-ml-provider.spec-hash"
 LABEL_MANAGED = "airflow-ml-provider.managed"
-
-
-class JobExistsError(MlProviderError):
-    """A job with this key already exists on the scheduler; the operator re-attaches to it instead."""
-
-
-class JobResultError(MlProviderError):
-    """The job's result file exists but is not valid JSON; the message names the path."""
-
-
-class BackendError(MlProviderError):
-    """The scheduler refused a request or could not be reached after retries."""
 
 
 class Mount(NamedTuple):

@@ -33,23 +33,20 @@ from airflow_ml_provider.backends.base import (
     PENDING,
     RUNNING,
     SUCCEEDED,
-    BackendError,
-    JobExistsError,
     JobHandle,
-    JobResultError,
     JobSpec,
     JobStatus,
     poll_follow,
 )
-from airflow_ml_provider.backends.docker_engine import (
+from airflow_ml_provider.backends.docker_common import (
     DockerApiBackend,
     DockerConfig,
     lines_after,
     parse_timestamp,
-    read_result_archive,
     since_for,
     split_timestamped,
 )
+from airflow_ml_provider.exceptions import BackendError, JobResultError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +90,8 @@ class SwarmBackend(DockerApiBackend):
 
     name = "swarm"
     kind = "Swarm service"
+    engine = "Swarm"
+    place = "the swarm"
 
     def __init__(self, config: DockerConfig, client: Any = None, poll_interval: float = 1.0) -> None:
         super().__init__(config, client)
@@ -106,7 +105,6 @@ class SwarmBackend(DockerApiBackend):
         return self._ours(key, service, None if service is None else service.attrs.get("Spec", {}).get("Labels"))
 
     def submit(self, spec: JobSpec) -> JobHandle:
-        import docker.errors
         from docker.types import EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
 
         spec.check_env()
@@ -123,8 +121,9 @@ class SwarmBackend(DockerApiBackend):
         env.setdefault("ML_RESULT_PATH", spec.result_path)
         command = list(spec.command) if spec.command is not None else None
         entrypoint = list(spec.entrypoint) if spec.entrypoint is not None else None
-        try:
-            service = self.client.services.create(
+        service = self._create(
+            spec,
+            lambda: self.client.services.create(
                 spec.image,
                 command=entrypoint,
                 args=command,
@@ -140,13 +139,8 @@ class SwarmBackend(DockerApiBackend):
                 workdir=spec.working_dir,
                 endpoint_spec=EndpointSpec(mode="dnsrr"),
                 log_driver="json-file",
-            )
-        except docker.errors.APIError as e:
-            if e.status_code == 409:
-                raise JobExistsError(f"A Swarm service named {spec.key} already exists.") from None
-            raise BackendError(
-                spec.redact(f"Swarm refused to create service {spec.key}: {e.explanation or e}")
-            ) from None
+            ),
+        )
         return JobHandle(self.name, spec.key, service.id, spec.spec_hash)
 
     def status(self, handle: JobHandle) -> JobStatus:
@@ -185,8 +179,6 @@ class SwarmBackend(DockerApiBackend):
         return poll_follow(self, handle, self.poll_interval)
 
     def result(self, handle: JobHandle, path: str) -> Any:
-        import docker.errors
-
         service = self._service(handle)
         if service is None:
             raise JobResultError(f"Service {handle.key} is gone; its result file {path} cannot be read.")
@@ -196,11 +188,7 @@ class SwarmBackend(DockerApiBackend):
                 f"The container of service {handle.key} is not on the Docker engine at {self.config.base_url}; "
                 "point the connection at the node that ran it, or write results to shared storage."
             )
-        try:
-            stream, _ = container.get_archive(path)
-        except docker.errors.NotFound:
-            return None
-        return read_result_archive(stream, path)
+        return self._read_result(container, path)
 
     def cancel(self, handle: JobHandle) -> None:
         import docker.errors

@@ -12,10 +12,18 @@ connection type           host                               backend
 ========================  =================================  ============================
 
 Docker/Swarm extras: ``tls_ca``, ``tls_cert``, ``tls_key`` (paths), ``tls_verify`` (default
-true), ``timeout``, ``stop_timeout``, ``pull`` (``missing``/``always``/``never``).
+true; ``false`` turns verification off; a CA file path means "verify against this CA", like
+``tls_ca``), ``timeout``, ``stop_timeout``, ``pull`` (``missing``/``always``/``never``).
 Metronome: login = IAM uid, password = its password; extras ``token`` (a pre-issued token
-instead of a password), ``verify`` (default true), ``ca_bundle``, ``timeout``, ``retries``,
-``backoff``. Without any connection, ``ml_docker_default`` means the local Docker engine.
+instead of a password), ``verify`` (default true; ``false``, or a CA bundle path), ``ca_bundle``
+(a CA bundle path), ``timeout``, ``retries``, ``backoff``. Every extra is read strictly
+(:mod:`airflow_ml_provider.utils.conn_extras`): a value that cannot be read is a
+:class:`~airflow_ml_provider.exceptions.ConnectionConfigError` naming the connection, the key and
+the accepted values, never a silent default, so a typo cannot turn TLS verification off.
+
+Each hook has its own default connection (``ml_docker_default``, ``ml_swarm_default``,
+``ml_metronome_default``). Only ``ml_docker_default`` has a fallback: when it is not defined,
+it means the local Docker engine. Any other missing connection is a ``ConnectionConfigError``.
 
 These hooks are the only code that reads Connections and Variables for container jobs.
 """
@@ -27,8 +35,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_ml_provider.exceptions import ConnectionConfigError
+from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_verify
 from airflow_ml_provider.utils.secret_refs import SecretRef
 
 if TYPE_CHECKING:
@@ -38,36 +48,24 @@ DEFAULT_CONN_ID = "ml_docker_default"
 CONN_TYPES = ("ml_docker", "ml_swarm", "ml_metronome")
 
 
-def _extra(conn: Any) -> dict[str, Any]:
-    try:
-        extra = conn.extra_dejson if conn.extra else {}
-    except ValueError:
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra is not valid JSON.") from None
-    if not isinstance(extra, dict):
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra must be a JSON object.")
-    return extra
-
-
-def _number(conn: Any, extra: Mapping[str, Any], key: str, default: float) -> float:
-    value = extra.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra {key}={value!r} must be a number.") from None
-    if number < 0:
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra {key}={value!r} must be >= 0.")
-    return number
-
-
-def _bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+def _ca_path(extra: dict[str, Any], key: str, conn_id: str) -> str | None:
+    """``extra[key]`` as an existing CA file path, or ``None`` when absent."""
+    value = extra_verify(extra, key, conn_id=conn_id, default=False)
+    if value is False:
+        return None
+    if not isinstance(value, str):
+        raise ConnectionConfigError(
+            f"Connection {conn_id!r}: extra {key!r} is {extra.get(key)!r}; use the absolute path of a CA file."
+        )
+    return value
 
 
 def docker_config_from_connection(conn: Any) -> Any:
     """The ``DockerConfig`` of an ``ml_docker`` or ``ml_swarm`` connection."""
     from airflow_ml_provider.backends.docker_engine import DockerConfig
 
-    extra = _extra(conn)
+    conn_id = conn.conn_id
+    extra = connection_extra(conn)
     host = (conn.host or "").strip()
     if not host:
         base_url = DockerConfig._field_defaults["base_url"]
@@ -75,17 +73,26 @@ def docker_config_from_connection(conn: Any) -> Any:
         base_url = host
     else:
         base_url = f"tcp://{host}:{conn.port or 2376}"
-    pull = str(extra.get("pull", "missing"))
+    pull = str(extra.get("pull") or "missing")
     if pull not in ("missing", "always", "never"):
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra pull={pull!r}; use missing, always or never.")
+        raise ConnectionConfigError(f"Connection {conn_id!r}: extra 'pull' is {pull!r}; use missing, always or never.")
+    tls_ca = extra.get("tls_ca") or None
+    verify = extra_verify(extra, "tls_verify", conn_id=conn_id)
+    if isinstance(verify, str):  # a CA path: verify against it, like tls_ca
+        if tls_ca and tls_ca != verify:
+            raise ConnectionConfigError(
+                f"Connection {conn_id!r}: extras 'tls_verify' ({verify!r}) and 'tls_ca' ({tls_ca!r}) name "
+                "different CA files; keep one."
+            )
+        tls_ca, verify = verify, True
     return DockerConfig(
         base_url=base_url,
-        tls_ca=extra.get("tls_ca") or None,
+        tls_ca=tls_ca,
         tls_cert=extra.get("tls_cert") or None,
         tls_key=extra.get("tls_key") or None,
-        tls_verify=_bool(extra.get("tls_verify", True)),
-        timeout=_number(conn, extra, "timeout", 60),
-        stop_timeout=int(_number(conn, extra, "stop_timeout", 10)),
+        tls_verify=verify,
+        timeout=extra_number(extra, "timeout", 60, conn_id=conn_id, positive=True),
+        stop_timeout=int(extra_number(extra, "stop_timeout", 10, conn_id=conn_id)),
         pull=pull,
     )
 
@@ -94,28 +101,35 @@ def metronome_config_from_connection(conn: Any) -> Any:
     """A :class:`~airflow_ml_provider.backends.metronome.MetronomeConfig` from an ``ml_metronome`` connection."""
     from airflow_ml_provider.backends.metronome import MetronomeConfig
 
-    extra = _extra(conn)
+    conn_id = conn.conn_id
+    extra = connection_extra(conn)
     host = (conn.host or "").strip().rstrip("/")
     if not host:
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: set host to the DC/OS URL, e.g. https://dcos.corp.")
+        raise ConnectionConfigError(f"Connection {conn_id!r}: set host to the DC/OS URL, e.g. https://dcos.corp.")
     url = host if "://" in host else f"https://{host}" + (f":{conn.port}" if conn.port else "")
     token = extra.get("token") or None
     if not token and not (conn.login and conn.password):
         raise ConnectionConfigError(
-            f"Connection {conn.conn_id!r}: give login (IAM uid) and password, or a token in the extra."
+            f"Connection {conn_id!r}: give login (IAM uid) and password, or a token in the extra."
         )
-    verify: bool | str = _bool(extra.get("verify", True))
-    if verify and extra.get("ca_bundle"):
-        verify = str(extra["ca_bundle"])
+    verify = extra_verify(extra, "verify", conn_id=conn_id)
+    bundle = _ca_path(extra, "ca_bundle", conn_id)
+    if bundle is not None and verify is True:
+        verify = bundle
+    elif bundle is not None and isinstance(verify, str) and verify != bundle:
+        raise ConnectionConfigError(
+            f"Connection {conn_id!r}: extras 'verify' ({verify!r}) and 'ca_bundle' ({bundle!r}) name different "
+            "CA files; keep one."
+        )
     return MetronomeConfig(
         url=url,
         uid=conn.login or "",
         password=conn.password or "",
         token=token,
         verify=verify,
-        timeout=_number(conn, extra, "timeout", 30),
-        retries=int(_number(conn, extra, "retries", 5)),
-        backoff=_number(conn, extra, "backoff", 0.5),
+        timeout=extra_number(extra, "timeout", 30, conn_id=conn_id, positive=True),
+        retries=int(extra_number(extra, "retries", 5, conn_id=conn_id)),
+        backoff=extra_number(extra, "backoff", 0.5, conn_id=conn_id),
     )
 
 
@@ -145,15 +159,12 @@ def _default_docker_connection(conn_id: str) -> Any:
     return Connection(conn_id=conn_id, conn_type="ml_docker")
 
 
-def _is_missing_connection(error: Exception) -> bool:
-    return type(error).__name__ in ("AirflowNotFoundException", "ConnectionNotFound") or "isn't defined" in str(error)
-
-
 class ContainerJobHook(BaseHook):
     """Reads a container connection and builds its backend; resolves secret environment references.
 
-    :param conn_id: an ``ml_docker``, ``ml_swarm`` or ``ml_metronome`` connection. The default
-        ``ml_docker_default`` falls back to the local Docker engine when no such connection exists.
+    :param conn_id: an ``ml_docker``, ``ml_swarm`` or ``ml_metronome`` connection; default
+        :attr:`default_conn_name`. ``ml_docker_default`` falls back to the local Docker engine
+        when no such connection exists.
     """
 
     conn_name_attr = "conn_id"
@@ -161,28 +172,33 @@ class ContainerJobHook(BaseHook):
     conn_type = "ml_docker"
     hook_name = "Docker engine (airflow-ml-provider container jobs)"
 
-    def __init__(self, conn_id: str = DEFAULT_CONN_ID) -> None:
+    def __init__(self, conn_id: str | None = None) -> None:
         super().__init__()
-        self.conn_id = conn_id
+        self.conn_id = conn_id or self.default_conn_name
+
+    def _missing(self) -> Any:
+        """The local-engine connection for ``ml_docker_default``; any other missing connection is an error."""
+        if self.conn_id == DEFAULT_CONN_ID:
+            self.log.info("Connection %s is not defined; using the local Docker engine.", DEFAULT_CONN_ID)
+            return _default_docker_connection(self.conn_id)
+        raise ConnectionConfigError(
+            f"Connection {self.conn_id!r} is not defined; create it with type {self.conn_type} "
+            f"(or use one of type {', '.join(CONN_TYPES)})."
+        )
 
     def get_conn(self) -> Any:
         """The Connection (the local-engine default when ``ml_docker_default`` is not defined)."""
         try:
             return self.get_connection(self.conn_id)
-        except Exception as e:
-            if self.conn_id == DEFAULT_CONN_ID and _is_missing_connection(e):
-                self.log.info("Connection %s is not defined; using the local Docker engine.", DEFAULT_CONN_ID)
-                return _default_docker_connection(self.conn_id)
-            raise
+        except AirflowNotFoundException:
+            return self._missing()
 
     async def aget_conn(self) -> Any:
         """Async twin of :meth:`get_conn` for triggers."""
         try:
             return await self.aget_connection(self.conn_id)
-        except Exception as e:
-            if self.conn_id == DEFAULT_CONN_ID and _is_missing_connection(e):
-                return _default_docker_connection(self.conn_id)
-            raise
+        except AirflowNotFoundException:
+            return self._missing()
 
     def get_backend(self) -> ContainerBackend:
         """The backend for this connection; no network call yet."""
@@ -205,6 +221,10 @@ class ContainerJobHook(BaseHook):
                     value = _connection_field(self.get_connection(ref.key), ref.field)
             except ConnectionConfigError:
                 raise
+            except AirflowNotFoundException:
+                raise ConnectionConfigError(
+                    f"secret_env[{name!r}]: {ref} names a connection that is not defined; define it in Airflow."
+                ) from None
             except Exception as e:  # noqa: BLE001  # any lookup failure: name the reference, never a value
                 raise ConnectionConfigError(
                     f"secret_env[{name!r}]: could not read {ref} ({type(e).__name__}); define it in Airflow."
@@ -233,7 +253,7 @@ def _connection_field(conn: Any, field: str) -> Any:
         return conn.get_uri()
     if field.startswith("extra/"):
         key = field.removeprefix("extra/")
-        extra = _extra(conn)
+        extra = connection_extra(conn)
         if key not in extra:
             raise ConnectionConfigError(f"Connection {conn.conn_id!r} has no extra key {key!r}.")
         return extra[key]

@@ -1,7 +1,8 @@
 """One operator that runs a containerized job on Docker, Docker Swarm or DC/OS Metronome.
 
 DAG files import this module; it imports no SDK (docker, requests) and does no I/O: the
-backend is built from the connection when the task runs.
+backend is built from the connection when the task runs. The argument checks and failure
+messages are in :mod:`~airflow_ml_provider.operators.container_args`.
 """
 
 from __future__ import annotations
@@ -15,75 +16,30 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
-from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
+from airflow_ml_provider import exceptions
+from airflow_ml_provider.exceptions import ContainerJobFailed, InvalidSpecError, MlProviderError, PermanentError
+from airflow_ml_provider.hooks.container import ContainerJobHook
+from airflow_ml_provider.operators.container_args import (
+    exit_codes,
+    failure_message,
+    parse_mounts,
+    resources_text,
+)
 from airflow_ml_provider.utils.compat import default_deferrable
 from airflow_ml_provider.utils.resources import ResourceSpec
 from airflow_ml_provider.utils.secret_refs import parse_secret_env
+from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ml_provider.backends.base import ContainerBackend, JobHandle, JobSpec, JobStatus, Mount
-    from airflow_ml_provider.hooks.container import ContainerJobHook
+    from airflow_ml_provider.backends.base import ContainerBackend, JobHandle, JobSpec, JobStatus
 
-#: Same as ``ContainerJobHook.default_conn_name``; a literal so DAG files need not import the hook.
-DEFAULT_CONN_ID = "ml_docker_default"
-#: Same as ``backends.base.DEFAULT_RESULT_PATH``.
+# ContainerJobFailed and parse_mounts were defined here; re-exported for existing imports.
+__all__ = ["ContainerJobFailed", "ContainerJobOperator", "parse_mounts"]
+
+#: Same as ``backends.base.DEFAULT_RESULT_PATH`` (a literal: DAG files must not import the backends).
 DEFAULT_RESULT_PATH = "/airflow/xcom/result.json"
-
-
-class ContainerJobFailed(MlProviderError):
-    """The job ended unsuccessfully; the message has the exit code, OOM verdict and last log lines.
-
-    :param exit_code: the job's exit code, if the scheduler reported one.
-    :param oom_killed: the job exceeded its memory limit.
-    """
-
-    def __init__(self, message: str, *, exit_code: int | None = None, oom_killed: bool = False) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.oom_killed = oom_killed
-
-
-def parse_mounts(mounts: Sequence[Any] | None) -> list[Mount]:
-    """Accept ``"/host:/ctr"``, ``"/host:/ctr:ro"``, ``{"source", "target", "read_only"}`` or Mount."""
-    from airflow_ml_provider.backends.base import Mount
-
-    parsed = []
-    for item in mounts or ():
-        if isinstance(item, Mount):
-            parsed.append(item)
-            continue
-        if isinstance(item, str):
-            parts = item.split(":")
-            if len(parts) in (2, 3) and (len(parts) == 2 or parts[2] in ("ro", "rw")):
-                item = {"source": parts[0], "target": parts[1], "read_only": len(parts) == 3 and parts[2] == "ro"}
-        if not isinstance(item, Mapping) or not {"source", "target"} <= set(item):
-            raise InvalidSpecError(f'mounts entry {item!r} is not a mount; use "/data/lake:/data:ro" or a dict.')
-        target = str(item["target"])
-        if not target.startswith("/"):
-            raise InvalidSpecError(f"mounts target {target!r} must be an absolute path inside the container.")
-        parsed.append(Mount(str(item["source"]), target, bool(item.get("read_only", False))))
-    return parsed
-
-
-def _is_templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, (list, tuple)):
-        return any(_is_templated(v) for v in value)
-    if isinstance(value, Mapping):
-        return any(_is_templated(v) for v in value.values())
-    return not isinstance(value, (int, float, bool, type(None)))  # XComArg and friends
-
-
-def _exit_codes(value: int | Sequence[int] | None) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    codes = (value,) if isinstance(value, int) else tuple(value)
-    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 < c < 256 for c in codes):
-        raise InvalidSpecError(f"skip_on_exit_code={value!r} must be exit codes 1-255, e.g. skip_on_exit_code=99.")
-    return codes
 
 
 class ContainerJobOperator(BaseOperator):
@@ -157,7 +113,7 @@ class ContainerJobOperator(BaseOperator):
         working_dir: str | None = None,
         result_path: str = DEFAULT_RESULT_PATH,
         skip_on_exit_code: int | Sequence[int] | None = None,
-        conn_id: str = DEFAULT_CONN_ID,
+        conn_id: str = ContainerJobHook.default_conn_name,
         startup_timeout: float | None = 600.0,
         poll_interval: float = 5.0,
         tail_lines: int = 20,
@@ -184,13 +140,13 @@ class ContainerJobOperator(BaseOperator):
             resources = dict(resources)
         self.job_resources = ResourceSpec.from_value(resources)
         self.mounts = list(mounts or [])
-        if not _is_templated(self.mounts):
+        if not is_templated(self.mounts):
             parse_mounts(self.mounts)  # fail at DAG parse time when the value is static
         self.network = network
         self.labels = dict(labels or {})
         self.working_dir = working_dir
         self.result_path = result_path
-        self.skip_on_exit_code = _exit_codes(skip_on_exit_code)
+        self.skip_on_exit_code = exit_codes(skip_on_exit_code)
         self.conn_id = conn_id
         self.startup_timeout = startup_timeout
         self.poll_interval = poll_interval
@@ -205,8 +161,6 @@ class ContainerJobOperator(BaseOperator):
     @cached_property
     def hook(self) -> ContainerJobHook:
         """The container hook; built on first use, never at DAG parse time."""
-        from airflow_ml_provider.hooks.container import ContainerJobHook
-
         return ContainerJobHook(conn_id=self.conn_id)
 
     @cached_property
@@ -272,7 +226,9 @@ class ContainerJobOperator(BaseOperator):
             self.log.info("Removing %s from an earlier try (%s) and starting anew.", where, reason)
             backend.cancel(previous)
         handle = backend.submit(spec)
-        self.log.info("Started %s (image %s, resources %s).", backend.describe(handle), spec.image, _fmt(spec))
+        self.log.info(
+            "Started %s (image %s, resources %s).", backend.describe(handle), spec.image, resources_text(spec.resources)
+        )
         return handle, None
 
     # -- execution ------------------------------------------------------------------------
@@ -372,20 +328,8 @@ class ContainerJobOperator(BaseOperator):
             self._cleanup()
 
     def _failure(self, where: str, status: JobStatus, tail: list[str]) -> ContainerJobFailed:
-        if status.oom_killed:
-            limit = f" of {_human_bytes(self.job_resources.memory)}" if self.job_resources.memory else ""
-            head = f"{where} was killed for exceeding its memory limit{limit} (OOM, exit code {status.exit_code})"
-            hint = "; raise resources['memory'] or reduce the job's memory use"
-        elif status.state == "gone":
-            head, hint = f"{where} disappeared before it finished ({status.message})", "; something removed it"
-        else:
-            code = "an unknown exit code" if status.exit_code is None else f"exit code {status.exit_code}"
-            head, hint = f"{where} failed with {code}", ""
-            if status.message:
-                head += f" ({status.message})"
-        lines = "\n".join(f"  | {line}" for line in tail) if tail else "  (no output)"
-        message = self._redact(f"{head}{hint}. Last {len(tail)} log lines:\n{lines}")
-        return ContainerJobFailed(message, exit_code=status.exit_code, oom_killed=status.oom_killed)
+        message = failure_message(where, status, tail, self.job_resources.memory)
+        return ContainerJobFailed(self._redact(message), exit_code=status.exit_code, oom_killed=status.oom_killed)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: validate its event, fetch the result, remove the job."""
@@ -417,7 +361,11 @@ class ContainerJobOperator(BaseOperator):
                 f"{where} {event.get('message')} (startup_timeout={self.startup_timeout}). "
                 "Check that the image exists on the nodes and the cluster has room for the resources."
             )
-        raise ContainerJobFailed(self._redact(f"Lost track of {where}: {event.get('message')}"))
+        message = self._redact(f"Lost track of {where}: {event.get('message')}")
+        error = getattr(exceptions, str(event.get("error_type") or ""), None)
+        if isinstance(error, type) and issubclass(error, PermanentError):
+            raise error(message)  # the trigger met an error no retry can fix (a bad connection, say)
+        raise ContainerJobFailed(message)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also clean up when the deferral timed out (Airflow resumes with ``__fail__``, not our method)."""
@@ -449,15 +397,3 @@ class ContainerJobOperator(BaseOperator):
     def on_kill(self) -> None:
         """The task is being killed: stop and remove the job (idempotent)."""
         self._cleanup()
-
-
-def _human_bytes(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:g} {unit} ({size} bytes)"
-    return f"{size} bytes"
-
-
-def _fmt(spec: JobSpec) -> str:
-    parts = {k: v for k, v in spec.resources._asdict().items() if v}
-    return ", ".join(f"{k}={v}" for k, v in parts.items()) or "scheduler defaults"

@@ -23,8 +23,10 @@ class ContainerJobTrigger(BaseTrigger):
       when the job ended (``state`` is ``succeeded``, ``failed`` or ``gone``);
     * ``{"status": "startup_timeout", …}`` when the job stayed pending longer than
       ``startup_timeout`` seconds (image missing on the node, no room in the cluster);
-    * ``{"status": "error", "message", "handle"}`` after ``max_errors`` consecutive failed
-      calls to the scheduler.
+    * ``{"status": "error", "message", "error_type", "handle"}`` after ``max_errors`` consecutive
+      failed calls to the scheduler, or at once when the error is permanent (a malformed
+      connection, a rejected token: no retry can fix it). ``error_type`` is the exception's class
+      name, so the resumed task can fail with the same permanent error instead of a retryable one.
 
     Log lines are read by cursor, so none is lost or repeated across polls; the last
     ``tail_lines`` travel in the event for the failure message.
@@ -121,6 +123,7 @@ class ContainerJobTrigger(BaseTrigger):
                 {
                     "status": "error",
                     "message": f"could not read the job's secrets to redact its log lines: {e}",
+                    "error_type": type(e).__name__,
                     "handle": self.handle,
                 }
             )
@@ -133,7 +136,9 @@ class ContainerJobTrigger(BaseTrigger):
             backend = await self._backend()
         except Exception as e:  # noqa: BLE001  # report and stop, never loop on a bug
             message = clean(f"{type(e).__name__}: {e}")
-            yield TriggerEvent({"status": "error", "message": message, "handle": self.handle})
+            yield TriggerEvent(
+                {"status": "error", "message": message, "error_type": type(e).__name__, "handle": self.handle}
+            )
             return
         tail: deque[str] = deque(maxlen=self.tail_lines)
         cursor = self.log_cursor
@@ -151,11 +156,12 @@ class ContainerJobTrigger(BaseTrigger):
                     errors += 1
                     failure = clean(f"{type(e).__name__}: {e}")
                     self.log.warning("Polling %s failed (%d/%d): %s", handle.key, errors, self.max_errors, failure)
-                    if errors >= self.max_errors:
+                    if errors >= self.max_errors or not getattr(e, "retryable", True):
                         yield TriggerEvent(
                             {
                                 "status": "error",
                                 "message": failure,
+                                "error_type": type(e).__name__,
                                 "handle": self.handle,
                                 "tail": list(tail),
                             }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import textwrap
 import time
 import uuid
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TESTBED, service_unavailable
+from tests.integration.conftest import running_airflow
 
 pytestmark = pytest.mark.integration
 
@@ -82,27 +81,14 @@ DAGS = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def bed(docker_images: dict[str, str]) -> Iterator[Any]:
-    try:
-        from tests.infra.airflow_bed import AirflowBed
-    except ImportError as e:
-        service_unavailable(f"Airflow test bed missing: {e}")
-    base = TESTBED / "airflow-container"
-    shutil.rmtree(base, ignore_errors=True)
-    dags = base / "dags"
-    dags.mkdir(parents=True)
-    (dags / "container_dags.py").write_text(DAGS.format(image=docker_images["base"]))
     env = {
         "AIRFLOW_CONN_ERP_DB": json.dumps({"conn_type": "postgres", "host": "erp", "login": "w", "password": SECRET}),
         "AIRFLOW__CORE__PARALLELISM": "8",
     }
-    airflow = AirflowBed(base / "home", dags, env=env, database="postgres")  # 5 tasks at once: not SQLite
-    try:
-        airflow.start()
-    except Exception as e:
-        airflow.stop()
-        service_unavailable(f"could not start Airflow: {type(e).__name__}: {e}")
-    yield airflow
-    airflow.stop()
+    dags = {"container_dags.py": DAGS.format(image=docker_images["base"])}
+    # 5 tasks at once: not SQLite
+    with running_airflow("airflow-container", dags, env=env, database="postgres") as airflow:
+        yield airflow
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,12 @@ from airflow_ml_provider.backends.base import (
     LABEL_MANAGED,
     LABEL_SPEC,
     SUCCEEDED,
-    BackendError,
-    JobExistsError,
     JobHandle,
-    JobResultError,
     JobStatus,
 )
-from airflow_ml_provider.backends.docker_engine import DockerBackend, DockerConfig
+from airflow_ml_provider.backends.docker_common import DockerConfig
+from airflow_ml_provider.backends.docker_engine import DockerBackend
+from airflow_ml_provider.exceptions import BackendError, JobExistsError, JobResultError
 from airflow_ml_provider.utils.resources import ResourceSpec
 from tests.integration.backend_jobs import RESULT, TrackedJobs
 

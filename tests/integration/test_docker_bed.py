@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from scripts.testbed import docker_bed
 from tests.conftest import service_unavailable
-from tests.infra import docker_bed
 
 pytestmark = pytest.mark.integration
 

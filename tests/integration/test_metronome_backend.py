@@ -1,6 +1,6 @@
 """MetronomeBackend against a real HTTP Metronome v1 + DC/OS IAM test server whose runs really execute.
 
-The server (:mod:`tests.infra.metronome_server`) answers like Metronome (paths, status codes, JSON
+The server (:mod:`scripts.testbed.metronome_server`) answers like Metronome (paths, status codes, JSON
 shapes, 422 details, 401s) and runs each job's ``cmd`` as a local ``/bin/sh -c`` process.
 """
 
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,16 +24,20 @@ from airflow_ml_provider.backends.base import (
     RUNNING,
     SUCCEEDED,
     TERMINAL_STATES,
-    BackendError,
-    JobExistsError,
     JobHandle,
     JobSpec,
     JobStatus,
 )
-from airflow_ml_provider.backends.metronome import MetronomeBackend, MetronomeConfig, MetronomeValidationError
-from airflow_ml_provider.exceptions import ConnectionConfigError, InvalidSpecError
+from airflow_ml_provider.backends.metronome import MetronomeBackend, MetronomeConfig
+from airflow_ml_provider.exceptions import (
+    BackendError,
+    ConnectionConfigError,
+    InvalidSpecError,
+    JobExistsError,
+    MetronomeValidationError,
+)
 from airflow_ml_provider.utils.resources import ResourceSpec
-from tests.infra.metronome_server import LOGIN_PATH, MetronomeTestServer
+from scripts.testbed.metronome_server import LOGIN_PATH, MetronomeTestServer
 
 pytestmark = pytest.mark.integration
 
@@ -294,6 +296,44 @@ def test_failed_trigger_is_retried_without_a_twin(server: MetronomeTestServer, b
     assert wait_finished(backend, handle)[0].state == SUCCEEDED
 
 
+def test_a_post_answered_503_is_not_resent_but_a_get_is_retried(
+    server: MetronomeTestServer, backend: MetronomeBackend
+) -> None:
+    """urllib3's Retry resends only idempotent methods after a 5xx: a POST may have started a run."""
+    backend.find("ml-any-0000000030")  # logged in
+    server.reset_log()
+    server.fail_next(1, status=503)
+    body = backend.job_definition(shell_spec("ml-post-0000000030", "exit 0"))
+    with pytest.raises(BackendError, match=r"POST /v1/jobs failed after 1 attempt\(s\): HTTP 503"):
+        backend.client.request("POST", "/v1/jobs", json=body)
+    assert [(r.method, r.path) for r in server.requests] == [("POST", "/v1/jobs")]
+    server.reset_log()
+    server.fail_next(2, status=503)
+    assert backend.client.request("GET", "/v1/jobs/ml-post-0000000030").status_code == 404
+    assert [(r.method, r.path) for r in server.requests] == [("GET", "/v1/jobs/ml-post-0000000030")] * 3
+
+
+def test_a_post_whose_answer_is_lost_is_not_resent(server: MetronomeTestServer, backend: MetronomeBackend) -> None:
+    """A dropped connection after the request was read is a read error: the POST may have run."""
+    backend.find("ml-any-0000000031")
+    server.reset_log()
+    server.drop_next(1)
+    body = backend.job_definition(shell_spec("ml-lost-0000000031", "exit 0"))
+    with pytest.raises(BackendError, match="POST /v1/jobs failed after 1 attempt"):
+        backend.client.request("POST", "/v1/jobs", json=body)
+    assert [(r.method, r.path) for r in server.requests] == [("POST", "/v1/jobs")]
+    server.drop_next(1)
+    assert backend.client.request("PUT", "/v1/jobs/ml-lost-0000000031", json=body).status_code == 404
+    assert [r.method for r in server.requests] == ["POST", "PUT", "PUT"]  # PUT is idempotent: retried
+
+
+def test_a_refused_connection_is_retried_for_every_method() -> None:
+    """Nothing was sent, so even the login POST is retried (retries=2: three attempts)."""
+    backend = make_backend("http://127.0.0.1:9", retries=2)
+    with pytest.raises(BackendError, match=r"POST /acs/api/v1/auth/login failed after 3 attempt\(s\)"):
+        backend.find("ml-any-0000000032")
+
+
 def test_exhausted_retries_raise_backend_error_without_secrets(
     server: MetronomeTestServer, backend: MetronomeBackend
 ) -> None:
@@ -332,7 +372,7 @@ def test_invalid_job_body_is_a_validation_error(server: MetronomeTestServer, bac
 
 def test_raw_api_validation_matches_metronome(server: MetronomeTestServer, backend: MetronomeBackend) -> None:
     backend.find("ml-any-0000000016")  # log in
-    response = backend._request(
+    response = backend.client.request(
         "POST", "/v1/jobs", json={"id": "Bad_Id", "run": {"cpus": -1, "cmd": "x", "args": ["y"]}}
     )
     assert response.status_code == 422
@@ -387,13 +427,13 @@ def test_cancel_raises_only_when_unreachable(server: MetronomeTestServer, backen
 
 def test_delete_with_active_runs_needs_stop_flag(server: MetronomeTestServer, backend: MetronomeBackend) -> None:
     handle = backend.submit(shell_spec("ml-delete-0000000020", "sleep 30"))
-    response = backend._request("DELETE", f"/v1/jobs/{handle.key}")
+    response = backend.client.request("DELETE", f"/v1/jobs/{handle.key}")
     assert response.status_code == 409
     assert "stopCurrentJobRuns=true" in response.json()["message"]
     backend.cancel(handle)
 
 
-# -------------------------------------------------------------------------------- secrets, TLS
+# ------------------------------------------------------------------------------------ secrets
 
 
 def test_password_and_secrets_stay_out_of_requests_and_logs(
@@ -442,38 +482,3 @@ def test_config_repr_hides_secrets() -> None:
     assert config.verify is True
     assert config.iam_login_url() == "https://dcos.example.com/acs/api/v1/auth/login"
     assert str(config) == text
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[MetronomeTestServer, Path]]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    with MetronomeTestServer(password=PASSWORD, tls=context) as srv:
-        yield srv, cert
-
-
-def test_tls_is_verified_by_default(
-    tls_server: tuple[MetronomeTestServer, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server, cert = tls_server
-    backend = make_backend(server.url)
-    assert backend.config.verify is True
-    with pytest.raises(ConnectionConfigError, match=r"TLS verification failed.*ca_bundle"):
-        backend.find("ml-any-0000000023")
-    assert server.requests == []  # nothing was sent over the unverified connection
-    # the config wins over the environment's CA bundle, both ways
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    with pytest.raises(ConnectionConfigError, match="TLS verification failed"):
-        make_backend(server.url).find("ml-any-0000000023")
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
-    trusted = make_backend(server.url, verify=str(cert))
-    assert trusted.find("ml-any-0000000023") is None
-    assert server.logins == 1
-    trusted.close()

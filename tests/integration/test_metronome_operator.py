@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from airflow_ml_provider.operators.container import ContainerJobFailed, ContainerJobOperator
-from tests.infra.metronome_server import MetronomeTestServer
+from airflow_ml_provider.exceptions import ContainerJobFailed
+from airflow_ml_provider.operators.container import ContainerJobOperator
+from scripts.testbed.metronome_server import MetronomeTestServer
 
 pytestmark = pytest.mark.integration
 

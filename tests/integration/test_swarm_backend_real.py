@@ -23,12 +23,11 @@ from airflow_ml_provider.backends.base import (
     LABEL_SPEC,
     RUNNING,
     SUCCEEDED,
-    BackendError,
-    JobExistsError,
     JobStatus,
 )
-from airflow_ml_provider.backends.docker_engine import DockerConfig
+from airflow_ml_provider.backends.docker_common import DockerConfig
 from airflow_ml_provider.backends.swarm import SwarmBackend, task_status
+from airflow_ml_provider.exceptions import BackendError, JobExistsError
 from airflow_ml_provider.utils.resources import ResourceSpec
 from tests.integration.backend_jobs import RESULT, TrackedJobs
 

@@ -1,10 +1,16 @@
-"""An in-memory backend for unit tests of the operator and trigger (the real ones are tested
-against real dockerd, a real Swarm and the Metronome test server in tests/integration)."""
+"""Shared unit-test fakes: an in-memory container backend for the operator and trigger tests.
+
+The real backends are tested against real dockerd, a real Swarm and the Metronome test server in
+tests/integration; this one only scripts job states so the operator's and trigger's own logic
+(retry policy, outcome mapping, cleanup, redaction) can be checked in milliseconds.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from airflow_ml_provider.backends.base import (
     GONE,
@@ -86,3 +92,9 @@ class FakeBackend(ContainerBackend):
 
     def close(self) -> None:
         self.closed += 1
+
+
+@pytest.fixture
+def fake_backend() -> FakeBackend:
+    """A fresh :class:`FakeBackend` whose jobs stay pending until a test scripts their states."""
+    return FakeBackend()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
 from airflow_ml_provider.backends.base import FAILED, PENDING, RUNNING, SUCCEEDED, JobSpec, JobStatus, spec_digest
-from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
-from airflow_ml_provider.operators.container import ContainerJobFailed, ContainerJobOperator
+from airflow_ml_provider.exceptions import (
+    ConnectionConfigError,
+    ContainerJobFailed,
+    InvalidSpecError,
+    JobResultError,
+    MlProviderError,
+)
+from airflow_ml_provider.hooks.container import ContainerJobHook
+from airflow_ml_provider.operators.container import ContainerJobOperator
+from airflow_ml_provider.operators.container_args import parse_mounts
 from airflow_ml_provider.triggers.container import ContainerJobTrigger
-from tests.unit.container_fakes import FakeBackend
+from tests.unit.conftest import FakeBackend
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -109,8 +116,6 @@ def test_other_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any]) -> None:
 
 def test_mounts_accept_strings_and_dicts() -> None:
     op = ContainerJobOperator(task_id="t", image="i", mounts=["/lake:/data:ro", {"source": "/out", "target": "/out"}])
-    from airflow_ml_provider.operators.container import parse_mounts
-
     assert [tuple(m) for m in parse_mounts(op.mounts)] == [("/lake", "/data", True), ("/out", "/out", False)]
     templated = ContainerJobOperator(task_id="t", image="i", mounts=["{{ params.root }}:{{ params.root }}"])
     assert templated.mounts == ["{{ params.root }}:{{ params.root }}"]
@@ -196,12 +201,12 @@ def test_startup_timeout_fails_with_a_hint_and_removes_the_job() -> None:
     assert len(fake.cancelled) == 1
 
 
-def test_an_interrupt_while_waiting_removes_the_job() -> None:
-    class Boom(FakeBackend):
-        def follow(self, handle: Any) -> Any:
-            raise KeyboardInterrupt
+def test_an_interrupt_while_waiting_removes_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(handle: Any) -> Any:
+        raise KeyboardInterrupt
 
-    fake = Boom()
+    fake = FakeBackend()
+    monkeypatch.setattr(fake, "follow", boom)
     fake.script = [JobStatus(RUNNING)]
     op, _ = make(fake)
     with pytest.raises(KeyboardInterrupt):
@@ -324,102 +329,6 @@ def test_execute_complete_maps_failure_and_startup_timeout() -> None:
         )
 
 
-# -- trigger ---------------------------------------------------------------------------------
-
-
-def _run_trigger(trigger: ContainerJobTrigger, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    async def backend(self: Any) -> FakeBackend:
-        return fake
-
-    monkeypatch.setattr(ContainerJobTrigger, "_backend", backend)
-
-    async def collect() -> list[Any]:
-        return [event.payload async for event in trigger.run()]
-
-    return asyncio.run(collect())
-
-
-def test_trigger_serialize_round_trips() -> None:
-    trigger = ContainerJobTrigger(
-        conn_id="c", handle={"backend": "docker", "key": "k", "job_id": "x", "spec_hash": "h"}, log_cursor=[5, 1]
-    )
-    path, kwargs = trigger.serialize()
-    assert path == "airflow_ml_provider.triggers.container.ContainerJobTrigger"
-    again = ContainerJobTrigger(**kwargs)
-    assert again.serialize() == (path, kwargs)
-
-
-def test_trigger_yields_one_finished_event_with_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeBackend()
-    fake.script = [JobStatus(RUNNING), JobStatus(RUNNING), JobStatus(FAILED, 4)]
-    fake.lines = [f"l{i}" for i in range(5)]
-    handle = fake.submit(JobSpec(key="k", image="i"))
-    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict(), poll_interval=0.01, tail_lines=3)
-    events = _run_trigger(trigger, fake, monkeypatch)
-    assert len(events) == 1
-    assert events[0]["status"] == "finished"
-    assert events[0]["exit_code"] == 4
-    assert events[0]["tail"] == ["l2", "l3", "l4"]
-
-
-def test_trigger_startup_timeout_and_error_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeBackend()
-    fake.script = [JobStatus(PENDING, message="no node")]
-    handle = fake.submit(JobSpec(key="k", image="i"))
-    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict(), poll_interval=0.01, startup_timeout=0.03)
-    assert _run_trigger(trigger, fake, monkeypatch)[0]["status"] == "startup_timeout"
-
-    class Broken(FakeBackend):
-        def status(self, handle: Any) -> JobStatus:
-            raise ConnectionError("engine down")
-
-    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict(), poll_interval=0.01, max_errors=3)
-    events = _run_trigger(trigger, Broken(), monkeypatch)
-    assert events == [
-        {"status": "error", "message": "ConnectionError: engine down", "handle": handle.to_dict(), "tail": []}
-    ]
-
-
-def test_trigger_redacts_secrets_in_relayed_lines_and_in_the_event(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The trigger gets references only and resolves them itself, in the triggerer."""
-    monkeypatch.setenv("AIRFLOW_VAR_PRICING_TOKEN", SECRET)
-    fake = FakeBackend()
-    fake.script = [JobStatus(RUNNING), JobStatus(FAILED, 1, message=f"died holding {SECRET}")]
-    fake.lines = [f"token={SECRET}", f"repr={SECRET!r}", "plain line"]
-    handle = fake.submit(JobSpec(key="k", image="i"))
-    trigger = ContainerJobTrigger(
-        conn_id="c", handle=handle.to_dict(), secret_env={"TOKEN": "var://pricing_token"}, poll_interval=0.01
-    )
-    _path, kwargs = trigger.serialize()
-    assert kwargs["secret_env"] == {"TOKEN": "var://pricing_token"}
-    assert SECRET not in repr(kwargs)
-    events = _run_trigger(trigger, fake, monkeypatch)
-    assert events[0]["tail"] == ["token=***", "repr='***'", "plain line"]
-    assert events[0]["message"] == "died holding ***"
-    assert SECRET not in repr(events)
-    out = "".join(capsys.readouterr())
-    assert "token=***" in out
-    assert SECRET not in out
-
-
-def test_trigger_that_cannot_resolve_its_secrets_relays_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AIRFLOW_VAR_GONE", raising=False)
-    fake = FakeBackend()
-    fake.lines = ["would be relayed"]
-    handle = fake.submit(JobSpec(key="k", image="i"))
-    trigger = ContainerJobTrigger(
-        conn_id="c", handle=handle.to_dict(), secret_env={"TOKEN": "var://gone"}, poll_interval=0.01
-    )
-    events = _run_trigger(trigger, fake, monkeypatch)
-    assert len(events) == 1
-    assert events[0]["status"] == "error"
-    assert "var://gone" in events[0]["message"]
-    assert "tail" not in events[0]
-    assert fake.cancelled == []  # the resumed task fails and removes the job (next test)
-
-
 def test_execute_complete_removes_the_job_when_its_secrets_cannot_be_read() -> None:
     fake = FakeBackend()
     handle = fake.submit(JobSpec(key="k", image="i"))
@@ -436,16 +345,53 @@ def test_execute_complete_removes_the_job_when_its_secrets_cannot_be_read() -> N
     assert fake.cancelled == ["k"]
 
 
-def test_trigger_on_kill_cancels_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+# -- defaults and permanent errors -----------------------------------------------------------
+
+
+def test_the_default_connection_is_the_hooks() -> None:
+    assert ContainerJobOperator(task_id="t", image="i").conn_id == ContainerJobHook.default_conn_name
+    assert ContainerJobOperator(task_id="t", image="i").hook.conn_id == "ml_docker_default"
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionConfigError("token rejected"), JobResultError("result.json is not valid JSON")]
+)
+def test_permanent_errors_reach_airflow_unchanged_and_the_job_is_removed(
+    error: MlProviderError, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never re-wrapped into a retryable type: AirflowFailException fails the task without retries."""
+    fake = FakeBackend()
+    fake.script = [JobStatus(SUCCEEDED, 0)]
+
+    def broken(handle: Any, path: str) -> Any:
+        raise error
+
+    monkeypatch.setattr(fake, "result", broken)
+    op, _ = make(fake)
+    with pytest.raises(type(error)) as err:
+        op.execute(context())
+    assert err.value is error
+    assert isinstance(err.value, AirflowFailException)
+    assert len(fake.cancelled) == 1
+
+
+def test_a_permanent_error_in_the_trigger_fails_the_resumed_task_without_retries() -> None:
     fake = FakeBackend()
     handle = fake.submit(JobSpec(key="k", image="i"))
-    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict())
-
-    async def backend(self: Any) -> FakeBackend:
-        return fake
-
-    monkeypatch.setattr(ContainerJobTrigger, "_backend", backend)
-    asyncio.run(trigger.on_kill())
-    asyncio.run(trigger.on_kill())
-    assert fake.cancelled == ["k", "k"]
-    assert fake.jobs == {}
+    op, _ = make(fake)
+    event = {
+        "status": "error",
+        "message": "ConnectionConfigError: the configured token was rejected",
+        "error_type": "ConnectionConfigError",
+        "handle": handle.to_dict(),
+    }
+    with pytest.raises(ConnectionConfigError, match="token was rejected") as err:
+        op.execute_complete(context(), event)
+    assert isinstance(err.value, AirflowFailException)
+    assert fake.cancelled == ["k"]
+    # a transient error (or an unknown type name) stays retryable
+    fake.submit(JobSpec(key="k", image="i"))
+    op, _ = make(fake)
+    with pytest.raises(ContainerJobFailed, match="engine down") as transient:
+        op.execute_complete(context(), {**event, "message": "engine down", "error_type": "ConnectionError"})
+    assert not isinstance(transient.value, AirflowFailException)

@@ -1,5 +1,6 @@
 """Pure helpers of the Docker and Swarm backends: log timestamps and cursors, stream re-splitting,
-result archives, state mapping, job keys, and what ``submit`` hands the docker SDK (mocked client)."""
+result archives, state mapping, job keys, what ``submit`` hands the docker SDK and how both backends
+map the engine's refusal to create a job (mocked client; the real engine is in tests/integration)."""
 
 from __future__ import annotations
 
@@ -24,23 +25,22 @@ from airflow_ml_provider.backends.base import (
     RUNNING,
     SUCCEEDED,
     JobHandle,
-    JobResultError,
     JobSpec,
     JobStatus,
     job_key,
 )
-from airflow_ml_provider.backends.docker_engine import (
+from airflow_ml_provider.backends.docker_common import (
     MAX_RESULT_BYTES,
     WATERMARK_LAG_NS,
-    DockerBackend,
     DockerConfig,
-    docker_state,
     iter_lines,
     lines_after,
     read_result_archive,
     split_timestamped,
 )
-from airflow_ml_provider.backends.swarm import task_status
+from airflow_ml_provider.backends.docker_engine import DockerBackend, docker_state
+from airflow_ml_provider.backends.swarm import SwarmBackend, task_status
+from airflow_ml_provider.exceptions import BackendError, JobExistsError, JobResultError
 from airflow_ml_provider.utils.resources import ResourceSpec
 
 #: 2026-11-23T16:20:21Z in nanoseconds.
@@ -513,3 +513,29 @@ def test_backend_logs_in_order_stamps_every_line_once() -> None:
 def test_backend_logs_keeps_a_line_written_after_a_later_stamped_one() -> None:
     entries = [(T0, "a"), (T0 + 3_000_000, "stderr line"), (T0 + 1_000_000, "stdout line"), (T0 + 4_000_000, "z")]
     assert sorted(read_in_steps(GrowingLog(entries), [2])) == sorted(line for _, line in entries)
+
+
+# --- the one create-error mapping of both backends ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend_class", [DockerBackend, SwarmBackend])
+def test_create_errors_map_the_same_way_on_both_backends(backend_class: type[DockerBackend | SwarmBackend]) -> None:
+    import docker.errors
+
+    spec = JobSpec(key="ml-dup-0123456789", image="i", secret_env={"TOKEN": "s3cr3t-value"})
+    client = mock.MagicMock(name="DockerClient")
+    conflict = docker.errors.APIError("Conflict", response=mock.MagicMock(status_code=409), explanation="name in use")
+    refused = docker.errors.APIError(
+        "Bad", response=mock.MagicMock(status_code=400), explanation="invalid env TOKEN=s3cr3t-value"
+    )
+    backend = backend_class(DockerConfig(), client=client)
+    for create in (client.containers.create, client.services.create):
+        create.side_effect = conflict
+    with pytest.raises(JobExistsError, match=spec.key):
+        backend.submit(spec)
+    for create in (client.containers.create, client.services.create):
+        create.side_effect = refused
+    with pytest.raises(BackendError, match="refused to create") as err:
+        backend.submit(spec)
+    assert "s3cr3t-value" not in str(err.value)
+    assert "TOKEN=***" in str(err.value)
