@@ -1,7 +1,7 @@
 """Model endpoint: the router's latency cost and what a redeploy costs clients, each against a baseline.
 
-Everything is real and started here: an ``mlflow server`` (``tests/infra/mlflow_bed.py``), the
-serving image (``tests/infra/serve_image.py``) and containers on the local Docker engine (host
+Everything is real and started here: an ``mlflow server`` (``scripts/testbed/mlflow_bed.py``), the
+serving image (``scripts/testbed/serve_image.py``) and containers on the local Docker engine (host
 networking). A LinearRegression on two columns is logged, registered and deployed with
 ``MlflowDeployModelOperator`` (one worker, 1 CPU, 1 GiB).
 
@@ -32,8 +32,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, table
-from tests.infra.request_load import RequestLoad, free_port_pair
+from bench.common import Row, run_alone
+from scripts.testbed.request_load import RequestLoad, free_port_pair
 
 WARMUP = 50
 REQUESTS = 1000
@@ -108,7 +108,7 @@ def _log_and_promote(name: str, slope: float) -> str:
 def _serving(endpoint: str) -> Any:
     import docker
 
-    from airflow_ml_provider.operators.mlflow_deploy import LABEL_ENDPOINT, LABEL_ROLE
+    from airflow_ml_provider.serving.endpoint_docker import LABEL_ENDPOINT, LABEL_ROLE
 
     client = docker.from_env()
     try:
@@ -124,29 +124,27 @@ def _serving(endpoint: str) -> Any:
 
 def _stop_and_replace(op: Any, version: str, old: Any) -> None:
     """The baseline redeploy: remove the serving container, start ``version`` on the same port."""
-    from airflow_ml_provider.backends.base import spec_digest
-    from airflow_ml_provider.operators.mlflow_deploy import LABEL_PORT, _docker_backend, _handle
+    from airflow_ml_provider.serving.endpoint_docker import LABEL_PORT, EndpointDocker
+    from airflow_ml_provider.serving.model_server import await_healthy
 
-    port = old.labels[LABEL_PORT]
-    backend = _docker_backend("ml_docker_default")
+    port = int(old.labels[LABEL_PORT])
+    docker = EndpointDocker.from_connection(op.docker_conn_id)
     try:
-        spec = op._model_spec(version)
-        command = list(spec.command)
-        command[command.index("-p") + 1] = port
-        spec = spec._replace(command=command, labels={**spec.labels, LABEL_PORT: port})
-        spec = spec._replace(spec_hash=spec_digest(spec))
-        backend.cancel(_handle(old))
-        handle = backend.submit(spec)
-        op._await_healthy(backend, handle, spec, int(port))
+        spec = op._model_spec(version, port)
+        serving = docker.get(old.id)
+        if serving is not None:
+            docker.remove(serving)
+        container = docker.start(spec)
+        await_healthy(docker, container, spec, port, op.health_timeout)
     finally:
-        backend.close()
+        docker.close()
 
 
 def measure(workdir: Path) -> dict[str, Any]:
     """Start the MLflow bed, deploy, measure; every container and the server are removed after."""
     from airflow_ml_provider.operators.mlflow_deploy import MlflowDeployModelOperator, remove_endpoint
-    from tests.infra import docker_bed, mlflow_bed
-    from tests.infra.serve_image import ensure_serve_image
+    from scripts.testbed import docker_bed, mlflow_bed
+    from scripts.testbed.serve_image import ensure_serve_image
 
     docker_bed.ensure_base_image()
     ensure_serve_image()
@@ -172,7 +170,7 @@ def measure(workdir: Path) -> dict[str, Any]:
         t0 = time.monotonic()
         op().execute(CTX)
         out["first_deploy_s"] = time.monotonic() - t0
-        from airflow_ml_provider.operators.mlflow_deploy import LABEL_PORT
+        from airflow_ml_provider.serving.endpoint_docker import LABEL_PORT
 
         model_port = int(_serving(endpoint).labels[LABEL_PORT])
         out["via_router"], out["direct"] = _latencies(port, model_port)
@@ -227,15 +225,5 @@ def run(workdir: Path) -> list[Row]:
     return rows_from(measure(workdir))
 
 
-def main() -> int:
-    from tests.conftest import TESTBED
-
-    started = time.monotonic()
-    rows = run(TESTBED / "bench" / "endpoint")
-    print(table(rows))
-    print(f"\n({time.monotonic() - started:.0f} s in all)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m bench.endpoint
+    sys.exit(run_alone(run, "endpoint"))

@@ -12,8 +12,12 @@ port               added to an http(s) host given without one
 login / password   basic auth (``auth: basic``, the default when a login is set)
 password           bearer token with ``auth: token``
 extra              ``registry_uri`` (a separate model registry), ``auth`` (``none``/``basic``/
-                   ``token``), ``verify`` (TLS verification, default true), ``ca_bundle``,
-                   ``timeout`` (seconds per request, default 60), ``max_retries`` (default 5)
+                   ``token``), ``verify`` (TLS verification: true/false, default true, or the
+                   path of a CA bundle file), ``ca_bundle`` (a CA bundle file), ``timeout``
+                   (seconds per request, > 0, default 60), ``max_retries`` (a whole number
+                   >= 0, default 5). Extras are read strictly: a value that cannot be read
+                   (``"verify": "ture"``) fails naming the connection, the key and the accepted
+                   values; an absent or null key means the default.
 =================  ============================================================================
 
 MLflow's REST client reads credentials and TLS settings from ``MLFLOW_*`` environment
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airflow.sdk import BaseHook
 
 from airflow_ml_provider.exceptions import ConnectionConfigError
+from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_verify
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -108,15 +113,18 @@ SCOPED_VARIABLES = (
 
 
 def mlflow_config_from_connection(conn: Any) -> MlflowConfig:
-    """Validate an ``ml_mlflow`` connection into a :class:`MlflowConfig` (see the module docstring)."""
-    try:
-        extra = conn.extra_dejson if conn.extra else {}
-    except ValueError:
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra is not valid JSON.") from None
+    """Validate an ``ml_mlflow`` connection into a :class:`MlflowConfig` (see the module docstring).
+
+    The extras are read strictly (:mod:`airflow_ml_provider.utils.conn_extras`): a value that
+    cannot be read is a ConnectionConfigError naming the connection, the key and the accepted
+    values (a typo in ``verify`` never turns TLS verification off); absent or null means the default.
+    """
+    conn_id = conn.conn_id
+    extra = connection_extra(conn)
     host = (conn.host or "").strip()
     if not host:
         raise ConnectionConfigError(
-            f"Connection {conn.conn_id!r}: set host to the tracking URI, e.g. https://mlflow.corp "
+            f"Connection {conn_id!r}: set host to the tracking URI, e.g. https://mlflow.corp "
             "or sqlite:////srv/mlflow/mlflow.db."
         )
     if "://" not in host:
@@ -126,16 +134,25 @@ def mlflow_config_from_connection(conn: Any) -> MlflowConfig:
         host = f"{host.rstrip('/')}:{conn.port}"
     auth = str(extra.get("auth") or ("basic" if conn.login else "none"))
     if auth not in _AUTH_MODES:
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra auth={auth!r}; use none, basic or token.")
+        raise ConnectionConfigError(f"Connection {conn_id!r}: extra auth={auth!r}; use none, basic or token.")
     if auth != "none" and not conn.password:
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: auth={auth} needs the password field.")
-    try:
-        timeout = float(extra.get("timeout", 60))
-        retries = int(extra.get("max_retries", 5))
-    except (TypeError, ValueError):
-        raise ConnectionConfigError(f"Connection {conn.conn_id!r}: timeout and max_retries must be numbers.") from None
-    verify = extra.get("verify", True)
-    verify = verify if isinstance(verify, bool) else str(verify).lower() not in ("0", "false", "no", "off")
+        raise ConnectionConfigError(f"Connection {conn_id!r}: auth={auth} needs the password field.")
+    timeout = extra_number(extra, "timeout", 60.0, conn_id=conn_id, positive=True)
+    retries = extra_number(extra, "max_retries", 5.0, conn_id=conn_id)
+    if not retries.is_integer():
+        raise ConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'max_retries' is {extra['max_retries']!r}; use a whole number >= 0, e.g. 5."
+        )
+    verify_setting = extra_verify(extra, conn_id=conn_id)
+    ca_bundle = str(extra.get("ca_bundle") or "")
+    if isinstance(verify_setting, str):  # verify given as a CA file: verify with it
+        if ca_bundle and ca_bundle != verify_setting:
+            raise ConnectionConfigError(
+                f"Connection {conn_id!r}: extra 'verify' names the CA file {verify_setting!r} and 'ca_bundle' "
+                f"another ({ca_bundle!r}); give the CA file in one of them."
+            )
+        ca_bundle = verify_setting
+    verify = verify_setting is not False
     return MlflowConfig(
         tracking_uri=host.rstrip("/"),
         registry_uri=str(extra.get("registry_uri") or host.rstrip("/")),
@@ -143,9 +160,9 @@ def mlflow_config_from_connection(conn: Any) -> MlflowConfig:
         username=conn.login or "",
         password=conn.password or "",
         verify=verify,
-        ca_bundle=str(extra.get("ca_bundle") or ""),
+        ca_bundle=ca_bundle,
         timeout=timeout,
-        max_retries=retries,
+        max_retries=int(retries),
     )
 
 

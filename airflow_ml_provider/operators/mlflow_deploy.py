@@ -1,177 +1,131 @@
 """Serve a registered MLflow model behind a stable port, blue/green, on a Docker engine.
 
 An *endpoint* (``endpoint_name``, e.g. ``pricing``) is a stable port on the Docker host plus two
-kinds of containers, all with host networking and labelled ``airflow-ml-provider.endpoint=<name>``:
+kinds of containers, all with host networking and labelled ``airflow-ml-provider.endpoint=<name>``
+(:mod:`airflow_ml_provider.serving.router_client`,
+:mod:`airflow_ml_provider.serving.model_server`):
 
 * one **router** (``ml-serve-<endpoint>-router``): :mod:`airflow_ml_provider.serving.router` run
   by ``python3`` of ``router_image``. It listens on ``127.0.0.1:<port>`` and forwards each
   connection to the current model container; its control API on ``127.0.0.1:<admin_port>``
   (default ``port + 1``) switches the upstream and reports open connections per upstream. It
   answers only requests bearing the router's own random token, which the router container gets
-  as secret environment and later deploys read back from the container's configuration.
+  as secret environment and later deploys read back from the container's configuration
+  (:mod:`airflow_ml_provider.serving.router_client`).
 * one **model** container (``ml-serve-<endpoint>-v<version>-<6 hex>``, two during a deploy):
   ``mlflow models serve -m models:/<name>/<version> --env-manager local`` on a free port of its
   own (with host networking two containers cannot share a port).
 
-A deploy: resolve the version ``alias`` points to (or take ``version``); if the router's current
-upstream already serves that model version, do nothing. Otherwise start the new model container
-(tracking URI and credentials as *secret* environment, cpu/memory limits from ``resources``), wait
-until ``GET /ping`` answers 200 (at most ``health_timeout`` s). If it never does, it is removed,
-the old one keeps serving and the task fails with its last log lines. Then the router is switched
-(or started, the first time), connections still on the old container drain (keep-alive
-connections move at their next request; at most ``drain_timeout`` s) and the old container is
-removed. Requests in flight during the switch all complete.
+A deploy: take the endpoint's lock (:mod:`airflow_ml_provider.serving.lock`: one deploy per
+endpoint at a time, whatever DAGs they come from; others wait at most ``lock_timeout`` s), resolve
+the version ``alias`` points to (or take ``version``) only then, so a deploy that waited serves
+the alias as it is now; if the router's current upstream already serves that model version, do
+nothing. Otherwise start the new model container (tracking URI and credentials as *secret*
+environment, cpu/memory limits from ``resources``), wait until ``GET /ping`` answers 200 (at most
+``health_timeout`` s). If it never does, it is removed, the old one keeps serving and the task
+fails with its last log lines. Then the router is switched (or started, the first time),
+connections still on the old container drain (keep-alive connections move at their next
+request; at most ``drain_timeout`` s) and the old container is removed. Requests in flight
+during the switch all complete. The lock is released at the end, on failure too.
 
 Assumptions: the Docker engine is **local to the worker** (``ml_docker_default`` or a
 ``unix://`` connection): health probes and the router's control API are reached on the worker's
 127.0.0.1, and free ports are picked by binding on the worker. The MLflow connection must be an
 ``http(s)`` tracking server the containers can reach at the same URI (with host networking,
-``http://127.0.0.1:<port>`` works). :func:`remove_endpoint` takes an endpoint down.
+``http://127.0.0.1:<port>`` works). :func:`remove_endpoint` takes an endpoint down. Every Docker
+call goes through :class:`~airflow_ml_provider.serving.endpoint_docker.EndpointDocker`.
 
-One deploy per endpoint at a time, whatever DAGs they come from: a deploy first takes the
-endpoint's lock, a created-but-never-started container named ``ml-serve-<endpoint>-deploy-lock``
-(the engine refuses a second container of the same name, so this is atomic), resolves the
-version only then (a deploy that waited serves the alias as it is now), and removes the lock at
-the end, on failure too. Others wait for it at most ``lock_timeout`` s and then fail naming the
-holder. A lock older than any deploy can take (``health_timeout + drain_timeout + 120`` s: its
-holder was killed hard) is taken over.
+With ``target_uri`` the version goes to an ``mlflow.deployments`` plugin instead
+(:mod:`airflow_ml_provider.operators.mlflow_deploy_target`).
 
 DAG files import this module; it imports neither docker nor mlflow and does no I/O at parse time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
-import json
-import os
 import re
-import secrets
-import socket
-import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
-from airflow_ml_provider.operators.mlflow_registry import _check_name, _explain, _is_templated, _MlflowOperator
+from airflow_ml_provider.exceptions import InvalidSpecError, ModelDeployError
+from airflow_ml_provider.hooks.container import ContainerJobHook
+from airflow_ml_provider.operators.mlflow_common import MlflowOperator, check_name, explain_mlflow_error
+from airflow_ml_provider.operators.mlflow_deploy_target import deploy_to_target
+from airflow_ml_provider.serving.endpoint_docker import (
+    LABEL_ADMIN_PORT,
+    LABEL_ENDPOINT,
+    LABEL_LOCK_OWNER,
+    LABEL_MODEL,
+    LABEL_PORT,
+    LABEL_ROLE,
+    LABEL_ROUTER_CODE,
+    LABEL_VERSION,
+    LOG_TAIL,
+    ROLE_LOCK,
+    ROLE_MODEL,
+    ROLE_ROUTER,
+    EndpointDocker,
+    ServiceContainer,
+    free_port,
+)
+from airflow_ml_provider.serving.lock import LOCK_GRACE, endpoint_lock, lock_owner
+from airflow_ml_provider.serving.model_server import CA_PATH, await_healthy, mlflow_container_env, model_spec
+from airflow_ml_provider.serving.router_client import connect_router, start_router
 from airflow_ml_provider.utils.resources import ResourceSpec
+from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ml_provider.backends.base import JobHandle, JobSpec
-    from airflow_ml_provider.backends.docker_engine import DockerBackend
+    from airflow_ml_provider.backends.base import JobSpec
+
+__all__ = [
+    "CA_PATH",
+    "DEFAULT_DOCKER_CONN_ID",
+    "DEFAULT_IMAGE",
+    "DEFAULT_ROUTER_IMAGE",
+    "LABEL_ADMIN_PORT",
+    "LABEL_ENDPOINT",
+    "LABEL_LOCK_OWNER",
+    "LABEL_MODEL",
+    "LABEL_PORT",
+    "LABEL_ROLE",
+    "LABEL_ROUTER_CODE",
+    "LABEL_VERSION",
+    "LOCK_GRACE",
+    "LOG_TAIL",
+    "ROLE_LOCK",
+    "ROLE_MODEL",
+    "ROLE_ROUTER",
+    "MlflowDeployModelOperator",
+    "ModelDeployError",
+    "remove_endpoint",
+]
 
 DEFAULT_IMAGE = "airflow-ml-provider/serve:latest"
 DEFAULT_ROUTER_IMAGE = "airflow-ml-provider/base:bookworm"
-DEFAULT_DOCKER_CONN_ID = "ml_docker_default"
-
-LABEL_ENDPOINT = "airflow-ml-provider.endpoint"
-LABEL_ROLE = "airflow-ml-provider.role"
-LABEL_MODEL = "airflow-ml-provider.model"
-LABEL_VERSION = "airflow-ml-provider.model-version"
-LABEL_PORT = "airflow-ml-provider.port"
-LABEL_ADMIN_PORT = "airflow-ml-provider.admin-port"
-LABEL_ROUTER_CODE = "airflow-ml-provider.router-code"
-LABEL_LOCK_OWNER = "airflow-ml-provider.lock-owner"
-ROLE_ROUTER = "router"
-ROLE_MODEL = "model"
-ROLE_LOCK = "deploy-lock"
-#: Seconds a deploy's lock may be older than health_timeout + drain_timeout before it counts as abandoned.
-LOCK_GRACE = 120.0
-
-#: Where the MLflow connection's CA bundle is mounted in model containers.
-CA_PATH = "/etc/airflow-ml-provider/mlflow-ca.pem"
-LOG_TAIL = 30
+#: The local Docker engine's connection (the hook's own default, not a copy of its id).
+DEFAULT_DOCKER_CONN_ID = ContainerJobHook.default_conn_name
 _ENDPOINT = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-_ROUTER_SOURCE = Path(__file__).resolve().parent.parent / "serving" / "router.py"
 
 
-class ModelDeployError(MlProviderError):
-    """The new model version could not be put behind the endpoint; the old one still serves."""
+def remove_endpoint(endpoint_name: str, docker_conn_id: str = ContainerJobHook.default_conn_name) -> list[str]:
+    """Stop and remove every container of ``endpoint_name`` (router, models, a lock); their names.
 
-
-def _free_port(avoid: Sequence[int] = ()) -> int:
-    """A port nothing listens on now, on the worker's 127.0.0.1 (= the Docker host's, see the module doc)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in avoid:
-            return port
-    raise ModelDeployError("Could not find a free port on 127.0.0.1.")
-
-
-def _http(
-    method: str, port: int, path: str, body: Any = None, timeout: float = 5.0, token: str | None = None
-) -> tuple[int, Any]:
-    """One request to 127.0.0.1:port (no proxy settings involved); (status, JSON or text).
-
-    ``token``: sent as ``Authorization: Bearer <token>`` (the router's control token).
+    :param endpoint_name: the endpoint to take down.
+    :param docker_conn_id: the ``ml_docker`` connection of the engine it runs on.
     """
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    docker = EndpointDocker.from_connection(docker_conn_id)
     try:
-        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(data) if data else None
-    except ValueError:
-        return resp.status, data.decode(errors="replace")
-
-
-def _owner(context: Context) -> str:
-    """Who holds a deploy lock, for the waiting task's log: ``dag/run/task[map]``."""
-    ti = context.get("ti")
-    if ti is None:  # run outside Airflow (a script, a benchmark)
-        return f"a deploy outside Airflow (pid {os.getpid()})"
-    map_index = getattr(ti, "map_index", -1)
-    suffix = f"[{map_index}]" if map_index not in (None, -1) else ""
-    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}{suffix}"
-
-
-def _handle(container: Any) -> JobHandle:
-    from airflow_ml_provider.backends.base import LABEL_SPEC, JobHandle
-
-    return JobHandle("docker", container.name, container.id, (container.labels or {}).get(LABEL_SPEC, ""))
-
-
-def _endpoint_containers(backend: DockerBackend, endpoint: str) -> list[Any]:
-    return list(backend.client.containers.list(all=True, filters={"label": f"{LABEL_ENDPOINT}={endpoint}"}))
-
-
-def _docker_backend(conn_id: str) -> DockerBackend:
-    from airflow_ml_provider.backends.docker_engine import DockerBackend
-    from airflow_ml_provider.hooks.container import ContainerJobHook
-
-    backend = ContainerJobHook(conn_id).get_backend()
-    if not isinstance(backend, DockerBackend):
-        backend.close()
-        raise InvalidSpecError(
-            f"docker_conn_id={conn_id!r} is a {backend.name} connection; model endpoints need an ml_docker "
-            "connection to the worker's local Docker engine."
-        )
-    return backend
-
-
-def remove_endpoint(endpoint_name: str, docker_conn_id: str = DEFAULT_DOCKER_CONN_ID) -> list[str]:
-    """Stop and remove every container of ``endpoint_name`` (router and models); their names."""
-    backend = _docker_backend(docker_conn_id)
-    try:
-        containers = _endpoint_containers(backend, endpoint_name)
+        containers = docker.containers(endpoint_name)
         for c in containers:
-            backend.cancel(_handle(c))
+            docker.remove(c)
         return [c.name for c in containers]
     finally:
-        backend.close()
+        docker.close()
 
 
-class MlflowDeployModelOperator(_MlflowOperator):
+class MlflowDeployModelOperator(MlflowOperator):
     """Serve a registered model version behind ``http://127.0.0.1:<port>``, swapping versions blue/green.
 
     See the module docstring for the containers, the flow and the assumptions.
@@ -221,30 +175,30 @@ class MlflowDeployModelOperator(_MlflowOperator):
         drain_timeout: float = 30.0,
         admin_port: int | None = None,
         lock_timeout: float = 900.0,
-        docker_conn_id: str = DEFAULT_DOCKER_CONN_ID,
+        docker_conn_id: str = ContainerJobHook.default_conn_name,
         target_uri: str | None = None,
         deployment_config: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_name(name, "name")
-        _check_name(endpoint_name, "endpoint_name")
-        _check_name(image, "image")
-        _check_name(router_image, "router_image")
-        if not _is_templated(endpoint_name) and not _ENDPOINT.match(endpoint_name):
+        check_name(name, "name")
+        check_name(endpoint_name, "endpoint_name")
+        check_name(image, "image")
+        check_name(router_image, "router_image")
+        if not is_templated(endpoint_name) and not _ENDPOINT.match(endpoint_name):
             raise InvalidSpecError(
                 f"endpoint_name={endpoint_name!r} must be 1-40 of [a-z0-9-], starting with a letter or digit, "
                 "e.g. endpoint_name='pricing'."
             )
         if version is None:
-            _check_name(alias, "alias")
+            check_name(alias, "alias")
         elif isinstance(version, int) and not isinstance(version, bool):
             if version < 1:
                 raise InvalidSpecError(f"version={version!r} must be a registered version number >= 1.")
         else:
-            _check_name(version, "version")
+            check_name(version, "version")
         if target_uri is not None:
-            _check_name(target_uri, "target_uri")
+            check_name(target_uri, "target_uri")
             port = port or 0  # not used: the plugin's target serves the model
         elif port is None:
             raise InvalidSpecError("port is required (the stable port clients call), e.g. port=8080.")
@@ -282,7 +236,7 @@ class MlflowDeployModelOperator(_MlflowOperator):
         self.docker_conn_id = docker_conn_id
         self.target_uri = target_uri
         self.deployment_config = dict(deployment_config or {})
-        self._starting: tuple[DockerBackend, JobHandle] | None = None
+        self._starting: tuple[EndpointDocker, ServiceContainer] | None = None
 
     # --- execute -------------------------------------------------------------------------------
 
@@ -291,118 +245,38 @@ class MlflowDeployModelOperator(_MlflowOperator):
         if not _ENDPOINT.match(self.endpoint_name):
             raise InvalidSpecError(f"endpoint_name={self.endpoint_name!r} must be 1-40 of [a-z0-9-].")
         if self.target_uri:
-            return self._deploy_to_target(self._resolve_version())
-        backend = _docker_backend(self.docker_conn_id)
+            return deploy_to_target(
+                self.hook,
+                target_uri=self.target_uri,
+                deployment=self.endpoint_name,
+                name=self.name,
+                version=self._resolve_version(),
+                config=self.deployment_config,
+                log=self.log,
+            )
+        docker = EndpointDocker.from_connection(self.docker_conn_id)
         try:
-            lock = self._acquire_lock(backend, _owner(context))
-            try:
-                return self._deploy(backend, self._resolve_version())
-            finally:
-                self._release_lock(lock)
+            with endpoint_lock(
+                docker,
+                self.endpoint_name,
+                image=self.router_image,
+                owner=lock_owner(context),
+                max_deploy_seconds=self.health_timeout + self.drain_timeout,
+                timeout=self.lock_timeout,
+                log=self.log,
+            ):
+                return self._deploy(docker, self._resolve_version())
         finally:
-            backend.close()
-
-    # --- the endpoint's deploy lock ------------------------------------------------------------
-
-    def _acquire_lock(self, backend: DockerBackend, owner: str) -> Any:
-        """Create the endpoint's lock container (see the module docstring); waits for another holder."""
-        import docker.errors
-
-        from airflow_ml_provider.backends.docker_engine import parse_timestamp
-
-        name = f"ml-serve-{self.endpoint_name}-deploy-lock"
-        stale_after = self.health_timeout + self.drain_timeout + LOCK_GRACE
-        deadline = time.monotonic() + self.lock_timeout
-        waiting = False
-        while True:
-            try:
-                return backend.client.containers.create(
-                    self.router_image,
-                    command=["true"],
-                    name=name,
-                    network_mode="none",
-                    labels={LABEL_ENDPOINT: self.endpoint_name, LABEL_ROLE: ROLE_LOCK, LABEL_LOCK_OWNER: owner},
-                )
-            except docker.errors.APIError as e:
-                if e.status_code != 409:  # not "name in use"
-                    raise ModelDeployError(
-                        f"Could not take the deploy lock of endpoint {self.endpoint_name!r} "
-                        f"(a container of image {self.router_image!r}): {e.explanation or e}"
-                    ) from None
-            try:
-                held = backend.client.containers.get(name)
-            except docker.errors.NotFound:
-                continue  # released meanwhile: try again at once
-            age = (time.time_ns() - parse_timestamp(held.attrs["Created"])) / 1e9
-            holder = (held.labels or {}).get(LABEL_LOCK_OWNER, "an unknown deploy")
-            if age > stale_after:
-                self.log.warning(
-                    "Taking over the deploy lock of endpoint %s: held by %s for %.0f s, longer than a deploy takes.",
-                    self.endpoint_name, holder, age,
-                )  # fmt: skip
-                with contextlib.suppress(docker.errors.NotFound):
-                    held.remove(force=True)  # by id: a lock someone else took meanwhile stays
-                continue
-            if time.monotonic() > deadline:
-                raise ModelDeployError(
-                    f"Endpoint {self.endpoint_name!r} is being deployed by {holder} (for {age:.0f} s); gave up "
-                    f"after lock_timeout={self.lock_timeout:g} s. Retry later, or remove the container {name} "
-                    "if no deploy runs."
-                )
-            if not waiting:
-                self.log.info("Endpoint %s is being deployed by %s; waiting for it.", self.endpoint_name, holder)
-                waiting = True
-            time.sleep(1.0)
-
-    def _release_lock(self, lock: Any) -> None:
-        import docker.errors
-
-        try:
-            lock.remove(force=True)
-        except docker.errors.NotFound:
-            self.log.warning("The deploy lock of endpoint %s was already gone (taken over?).", self.endpoint_name)
-        except docker.errors.APIError as e:
-            self.log.error("Could not remove the deploy lock %s: %s", lock.name, e)
-
-    def _deploy_to_target(self, version: str) -> dict[str, Any]:
-        """Hand the version to an ``mlflow.deployments`` plugin (SageMaker, …): update or create."""
-        from mlflow.deployments import get_deploy_client
-
-        model_uri = f"models:/{self.name}/{version}"
-        config = {str(k): str(v) for k, v in self.deployment_config.items()}
-        with self.hook.scoped():
-            client = get_deploy_client(self.target_uri)
-            try:
-                existing = client.get_deployment(self.endpoint_name)
-            except Exception:  # noqa: BLE001  # plugins signal "no such deployment" in their own ways
-                existing = None
-            try:
-                if existing:
-                    result = client.update_deployment(self.endpoint_name, model_uri=model_uri, config=config)
-                else:
-                    result = client.create_deployment(self.endpoint_name, model_uri, config=config)
-            except Exception as e:  # noqa: BLE001  # any plugin error: name the target and the model
-                raise ModelDeployError(
-                    f"Deploying {model_uri} as {self.endpoint_name!r} on {self.target_uri}: {type(e).__name__}: {e}"
-                ) from None
-        self.log.info("%s %s on %s as %r.", "Updated" if existing else "Created", model_uri, self.target_uri,
-                      self.endpoint_name)  # fmt: skip
-        return {
-            "endpoint": f"{self.target_uri}/{self.endpoint_name}",
-            "name": self.name,
-            "version": version,
-            "container": None,
-            "previous_version": None,
-            "changed": True,
-            "deployment": json.loads(json.dumps(result, default=str)) if result is not None else None,
-        }
+            docker.close()
 
     def on_kill(self) -> None:
         """Remove a model container that was still being started."""
         if self._starting is not None:
-            backend, handle = self._starting
-            with contextlib.suppress(Exception):
-                backend.cancel(handle)
+            docker, container = self._starting
+            try:
+                docker.remove(container)
+            except Exception as e:  # noqa: BLE001  # the task is being killed: log, never raise
+                self.log.warning("Could not remove %s: %s", container.name, e)
 
     def _resolve_version(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -416,67 +290,72 @@ class MlflowDeployModelOperator(_MlflowOperator):
                 else:
                     mv = client.get_model_version_by_alias(self.name, self.alias)
             except MlflowException as e:
-                raise _explain(e, f"Resolving {what}") from None
+                raise explain_mlflow_error(e, f"Resolving {what}") from None
         if mv.status != "READY":
             raise ModelDeployError(f"{what} is version {mv.version} in state {mv.status}, not READY; not deployed.")
         self.log.info("Resolved %s to version %s.", what, mv.version)
         return str(mv.version)
 
-    def _deploy(self, backend: DockerBackend, version: str) -> dict[str, Any]:
-        containers = _endpoint_containers(backend, self.endpoint_name)
-        routers = [c for c in containers if c.labels.get(LABEL_ROLE) == ROLE_ROUTER]
-        models = [c for c in containers if c.labels.get(LABEL_ROLE) == ROLE_MODEL]
-        router = routers[0] if routers else None
+    # --- blue/green ----------------------------------------------------------------------------
+
+    def _deploy(self, docker: EndpointDocker, version: str) -> dict[str, Any]:
+        containers = docker.containers(self.endpoint_name)
+        models = [c for c in containers if c.role == ROLE_MODEL]
+        router = next((c for c in containers if c.role == ROLE_ROUTER), None)
         if router is not None and router.status != "running":
             self.log.warning("Router %s is %s; removing it, a new one is started.", router.name, router.status)
-            backend.cancel(_handle(router))
+            docker.remove(router)
             router = None
         if router is not None and router.labels.get(LABEL_PORT) != str(self.port):
             raise ModelDeployError(
                 f"Endpoint {self.endpoint_name!r} already listens on port {router.labels.get(LABEL_PORT)}, not "
                 f"{self.port}; use that port or take the endpoint down first (remove_endpoint)."
             )
+        control = None if router is None else connect_router(docker, router, self.endpoint_name, self.admin_port)
         current = None
-        if router is not None:
-            upstream = self._router_state(router)["upstream"]
-            current = next(
-                (m for m in models if m.labels.get(LABEL_PORT) == str(upstream) and m.status == "running"), None
-            )
-        if (
-            current is not None
-            and current.labels.get(LABEL_MODEL) == self.name
-            and current.labels.get(LABEL_VERSION) == version
-        ):
+        if control is not None:
+            upstream = str(control.state()["upstream"])
+            current = next((m for m in models if m.labels.get(LABEL_PORT) == upstream and m.status == "running"), None)
+        serves = None if current is None else (current.labels.get(LABEL_MODEL), current.labels.get(LABEL_VERSION))
+        if current is not None and serves == (self.name, version):
             self.log.info(
                 "Endpoint %s already serves %s version %s (%s).", self.endpoint_name, self.name, version, current.name
             )
-            self._remove(backend, [m for m in models if m.id != current.id])
+            self._remove(docker, [m for m in models if m.id != current.id])
             return self._result(version, current.id, version, changed=False)
         previous = current.labels.get(LABEL_VERSION) if current is not None else None
 
         spec = self._model_spec(version)
-        handle = backend.submit(spec)
-        self._starting = (backend, handle)
         new_port = int(spec.labels[LABEL_PORT])
-        self.log.info(
-            "Started %s for %s version %s on port %s.", backend.describe(handle), self.name, version, new_port
-        )
+        started = docker.start(spec)
+        self._starting = (docker, started)
+        self.log.info("Started %s for %s version %s on port %s.", started.name, self.name, version, new_port)
         try:
-            self._await_healthy(backend, handle, spec, new_port)
-            if router is None:
-                router = self._start_router(backend, new_port)
+            await_healthy(docker, started, spec, new_port, self.health_timeout)
+            if control is None:
+                control = start_router(
+                    docker,
+                    endpoint=self.endpoint_name,
+                    image=self.router_image,
+                    port=self.port,
+                    admin_port=self.admin_port,
+                    upstream=new_port,
+                    log=self.log,
+                )
             else:
-                self._switch(router, new_port)
+                was = control.switch(new_port)
+                self.log.info("Router %s switched from port %s to %s.", control.name, was, new_port)
         except BaseException:
-            backend.cancel(handle)
+            docker.remove(started)
             self._starting = None
             raise
         self._starting = None
-        old = [m for m in models if m.id != handle.job_id]
-        self._drain(router, [int(m.labels[LABEL_PORT]) for m in old if m.labels.get(LABEL_PORT, "").isdigit()])
-        self._remove(backend, old)
+        old = [m for m in models if m.id != started.id]
+        ports = [int(m.labels[LABEL_PORT]) for m in old if m.labels.get(LABEL_PORT, "").isdigit()]
+        control.wait_drained(ports, self.drain_timeout, self.log)
+        self._remove(docker, old)
         self.log.info("Endpoint %s serves %s version %s (was %s).", self.endpoint_name, self.name, version, previous)
-        return self._result(version, handle.job_id, previous, changed=True)
+        return self._result(version, started.id, previous, changed=True)
 
     def _result(self, version: str, container: str, previous: str | None, *, changed: bool) -> dict[str, Any]:
         return {
@@ -488,221 +367,24 @@ class MlflowDeployModelOperator(_MlflowOperator):
             "changed": changed,
         }
 
-    def _remove(self, backend: DockerBackend, containers: list[Any]) -> None:
+    def _remove(self, docker: EndpointDocker, containers: list[ServiceContainer]) -> None:
         for c in containers:
             self.log.info("Removing %s (version %s).", c.name, c.labels.get(LABEL_VERSION))
-            backend.cancel(_handle(c))
+            docker.remove(c)
 
     # --- the model container -------------------------------------------------------------------
 
-    def _model_env(self) -> tuple[dict[str, str], list[Any]]:
-        """Secret environment (tracking URI, credentials) and mounts (the CA bundle) of a model container."""
-        from airflow_ml_provider.backends.base import Mount
-
-        config = self.hook.config
-        for uri in (config.tracking_uri, config.registry_uri):
-            if not uri.startswith(("http://", "https://")):
-                raise InvalidSpecError(
-                    f"Connection {self.mlflow_conn_id!r} points at {uri!r}; the model container must download the "
-                    "model from an http(s) tracking server (e.g. http://127.0.0.1:5000), not a local store."
-                )
-        env = config.env()
-        env["MLFLOW_TRACKING_URI"] = config.tracking_uri
-        env["MLFLOW_REGISTRY_URI"] = config.registry_uri
-        mounts = []
-        if "MLFLOW_TRACKING_SERVER_CERT_PATH" in env:
-            mounts.append(Mount(env["MLFLOW_TRACKING_SERVER_CERT_PATH"], CA_PATH, read_only=True))
-            env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = CA_PATH
-        return env, mounts
-
-    def _model_spec(self, version: str) -> JobSpec:
-        from airflow_ml_provider.backends.base import JobSpec, spec_digest
-
-        secret_env, mounts = self._model_env()
-        port = _free_port(avoid=(self.port, self.admin_port))
-        spec = JobSpec(
-            key=f"ml-serve-{self.endpoint_name}-v{version}-{secrets.token_hex(3)}",
+    def _model_spec(self, version: str, port: int | None = None) -> JobSpec:
+        """The model container's spec for ``version``, on ``port`` (default: a free port)."""
+        secret_env, mounts = mlflow_container_env(self.hook.config, self.mlflow_conn_id)
+        return model_spec(
+            endpoint=self.endpoint_name,
+            name=self.name,
+            version=version,
             image=self.image,
-            command=[
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                f"models:/{self.name}/{version}",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "--workers",
-                str(self.workers),
-            ],
-            env={"PYTHONUNBUFFERED": "1"},
-            secret_env=secret_env,
+            port=port or free_port(avoid=(self.port, self.admin_port)),
+            workers=self.workers,
             resources=self.model_resources,
+            secret_env=secret_env,
             mounts=mounts,
-            network="host",
-            labels={
-                LABEL_ENDPOINT: self.endpoint_name,
-                LABEL_ROLE: ROLE_MODEL,
-                LABEL_MODEL: self.name,
-                LABEL_VERSION: version,
-                LABEL_PORT: str(port),
-            },
         )
-        return spec._replace(spec_hash=spec_digest(spec))
-
-    def _await_healthy(self, backend: DockerBackend, handle: JobHandle, spec: JobSpec, port: int) -> None:
-        deadline = time.monotonic() + self.health_timeout
-        while True:
-            status = backend.status(handle)
-            if status.finished:
-                why = f"exited with code {status.exit_code}" + (" (out of memory)" if status.oom_killed else "")
-                raise ModelDeployError(self._failure(backend, handle, spec, why))
-            if self._healthy(port):
-                return
-            if time.monotonic() > deadline:
-                raise ModelDeployError(
-                    self._failure(backend, handle, spec, f"did not answer GET /ping within {self.health_timeout:.0f} s")
-                )
-            time.sleep(0.5)
-
-    @staticmethod
-    def _healthy(port: int) -> bool:
-        try:
-            status, _ = _http("GET", port, "/ping", timeout=2.0)
-            if status == 404:
-                status, _ = _http("GET", port, "/health", timeout=2.0)
-        except (OSError, http.client.HTTPException):
-            return False
-        return status == 200
-
-    def _failure(self, backend: DockerBackend, handle: JobHandle, spec: JobSpec, why: str) -> str:
-        try:
-            lines, _ = backend.logs(handle)
-        except Exception as e:  # noqa: BLE001  # the failure matters more than its logs
-            lines = [f"(could not read its logs: {type(e).__name__}: {e})"]
-        tail = "\n".join(lines[-LOG_TAIL:]) or "(no output)"
-        return spec.redact(
-            f"{spec.labels[LABEL_MODEL]} version {spec.labels[LABEL_VERSION]} ({spec.key}, image {spec.image}) {why}; "
-            f"it was removed and endpoint {self.endpoint_name!r} keeps serving what it served. "
-            f"Last {LOG_TAIL} log lines:\n{tail}"
-        )
-
-    # --- the router ----------------------------------------------------------------------------
-
-    def _admin_port(self, router: Any) -> int:
-        return int(router.labels.get(LABEL_ADMIN_PORT) or self.admin_port)
-
-    @staticmethod
-    def _router_token(router: Any) -> str | None:
-        """The router's control token, read back from its container's environment (masked)."""
-        from airflow.sdk.log import mask_secret
-
-        from airflow_ml_provider.serving.router import TOKEN_ENV
-
-        for entry in (router.attrs.get("Config") or {}).get("Env") or []:
-            name, _, value = str(entry).partition("=")
-            if name == TOKEN_ENV and value:
-                mask_secret(value)
-                return value
-        return None  # a router started before tokens existed: its API takes none
-
-    def _router_state(self, router: Any) -> dict[str, Any]:
-        port = self._admin_port(router)
-        try:
-            status, body = _http("GET", port, "/state", token=self._router_token(router))
-        except (OSError, http.client.HTTPException) as e:
-            raise ModelDeployError(
-                f"Router {router.name} of endpoint {self.endpoint_name!r} does not answer on 127.0.0.1:{port} ({e}); "
-                "is the Docker engine local to this worker?"
-            ) from None
-        if status != 200 or not isinstance(body, dict):
-            raise ModelDeployError(f"Router {router.name} answered HTTP {status} to GET /state: {body}")
-        return body
-
-    def _switch(self, router: Any, port: int) -> None:
-        status, body = _http(
-            "PUT", self._admin_port(router), "/upstream", {"port": port}, token=self._router_token(router)
-        )
-        if status != 200:
-            raise ModelDeployError(f"Router {router.name} refused to switch to port {port}: HTTP {status}: {body}")
-        self.log.info("Router %s switched from port %s to %s.", router.name, body.get("previous"), port)
-
-    def _start_router(self, backend: DockerBackend, upstream: int) -> Any:
-        from airflow.sdk.log import mask_secret
-
-        from airflow_ml_provider.backends.base import JobSpec, spec_digest
-        from airflow_ml_provider.serving.router import TOKEN_ENV
-
-        source = _ROUTER_SOURCE.read_text()
-        token = secrets.token_urlsafe(32)
-        mask_secret(token)
-        spec = JobSpec(
-            key=f"ml-serve-{self.endpoint_name}-router",
-            image=self.router_image,
-            command=[
-                "python3",
-                "-c",
-                source,
-                "--listen-port",
-                str(self.port),
-                "--upstream-port",
-                str(upstream),
-                "--admin-port",
-                str(self.admin_port),
-            ],
-            env={"PYTHONUNBUFFERED": "1"},
-            secret_env={TOKEN_ENV: token},
-            network="host",
-            labels={
-                LABEL_ENDPOINT: self.endpoint_name,
-                LABEL_ROLE: ROLE_ROUTER,
-                LABEL_PORT: str(self.port),
-                LABEL_ADMIN_PORT: str(self.admin_port),
-                LABEL_ROUTER_CODE: hashlib.sha256(source.encode()).hexdigest()[:12],
-            },
-        )
-        spec = spec._replace(spec_hash=spec_digest(spec))
-        handle = backend.submit(spec)
-        deadline = time.monotonic() + 30
-        while True:
-            status = backend.status(handle)
-            ready = False
-            if not status.finished:
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    ready = _http("GET", self.admin_port, "/state", timeout=1.0, token=token)[0] == 200
-            if ready:
-                break
-            if status.finished or time.monotonic() > deadline:
-                lines, _ = backend.logs(handle)
-                backend.cancel(handle)
-                raise ModelDeployError(
-                    f"The router of endpoint {self.endpoint_name!r} did not start on ports {self.port}/"
-                    f"{self.admin_port} (in use?): " + ("\n".join(lines[-LOG_TAIL:]) or "(no output)")
-                )
-            time.sleep(0.2)
-        self.log.info("Started router %s on 127.0.0.1:%s -> %s.", spec.key, self.port, upstream)
-        return backend.client.containers.get(handle.job_id)
-
-    def _drain(self, router: Any, ports: list[int]) -> None:
-        """Wait (at most ``drain_timeout``) until no connection of the router is bound to ``ports``."""
-        if not ports:
-            return
-        deadline = time.monotonic() + self.drain_timeout
-        while True:
-            try:
-                open_ = self._router_state(router).get("connections", {})
-            except ModelDeployError as e:
-                self.log.warning("Not waiting for connections to drain: %s", e)
-                return
-            left = {p: open_.get(str(p), 0) for p in ports if open_.get(str(p), 0)}
-            if not left:
-                return
-            if time.monotonic() > deadline:
-                self.log.warning(
-                    "Connections still open on old ports after %.0f s: %s; removing anyway.", self.drain_timeout, left
-                )
-                return
-            time.sleep(0.2)

@@ -9,63 +9,29 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
-from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
+from airflow_ml_provider.exceptions import InvalidSpecError, ModelRegistryError
+from airflow_ml_provider.operators.mlflow_common import MlflowOperator, check_name, explain_mlflow_error
+from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ml_provider.hooks.mlflow import MlflowHook
-
-#: Same as ``MlflowHook.default_conn_name``; a literal so DAG files need not import the hook.
-DEFAULT_CONN_ID = "ml_mlflow_default"
 #: Version tag holding the source a version was registered from (what makes a retry idempotent).
 TAG_SOURCE = "airflow.source_uri"
 TAG_GATE = "airflow.gate"
 
-
-class ModelRegistryError(MlProviderError):
-    """The registry refused the request or the model could not be found; the message says which."""
-
-
-def _check_name(value: Any, field: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidSpecError(f"{field}={value!r} must be a non-empty string, e.g. {field}='markdown_pricing'.")
-
-
-def _is_templated(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
+__all__ = [
+    "TAG_GATE",
+    "TAG_SOURCE",
+    "MlflowPromoteModelOperator",
+    "MlflowRegisterModelOperator",
+    "ModelRegistryError",  # re-exported: it was defined here before exceptions.py held every error
+]
 
 
-def _explain(error: Exception, what: str) -> ModelRegistryError:
-    """Turn an MLflow exception into one message that names the object and the fix."""
-    code = getattr(error, "error_code", "") or ""
-    text = str(getattr(error, "message", "") or error)
-    if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-        return ModelRegistryError(f"{what}: not found ({text}). Check the name, version, alias or run id.")
-    return ModelRegistryError(f"{what}: MLflow answered {code or type(error).__name__}: {text}")
-
-
-class _MlflowOperator(BaseOperator):
-    """Shared by the registry operators: the hook, built on first use."""
-
-    def __init__(self, *, mlflow_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        """The MLflow hook (reads the connection when first used)."""
-        from airflow_ml_provider.hooks.mlflow import MlflowHook
-
-        return MlflowHook(conn_id=self.mlflow_conn_id)
-
-
-class MlflowRegisterModelOperator(_MlflowOperator):
+class MlflowRegisterModelOperator(MlflowOperator):
     """Register a model version from a run, a logged model or an artifact location; idempotent.
 
     * ``model_uri``: ``runs:/<run_id>/<path>``, ``models:/m-<logged model id>`` (MLflow 3's
@@ -101,9 +67,9 @@ class MlflowRegisterModelOperator(_MlflowOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_name(name, "name")
-        _check_name(model_uri, "model_uri")
-        if not _is_templated(model_uri) and ":" not in model_uri and not model_uri.startswith("/"):
+        check_name(name, "name")
+        check_name(model_uri, "model_uri")
+        if not is_templated(model_uri) and ":" not in model_uri and not model_uri.startswith("/"):
             raise InvalidSpecError(
                 f"model_uri={model_uri!r} is not a model URI; use runs:/<run_id>/model, models:/m-<id> "
                 "or an artifact location."
@@ -152,7 +118,7 @@ class MlflowRegisterModelOperator(_MlflowOperator):
         try:
             versions = client.search_model_versions(f"name='{self.name}'")
         except MlflowException as e:
-            raise _explain(e, f"Searching versions of {self.name!r}") from None
+            raise explain_mlflow_error(e, f"Searching versions of {self.name!r}") from None
         for mv in versions:
             if (mv.tags or {}).get(TAG_SOURCE) == self.model_uri and mv.status != "FAILED_REGISTRATION":
                 return str(mv.version)
@@ -168,13 +134,13 @@ class MlflowRegisterModelOperator(_MlflowOperator):
             created_model = True
         except MlflowException as e:
             if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise _explain(e, f"Creating registered model {self.name!r}") from None
+                raise explain_mlflow_error(e, f"Creating registered model {self.name!r}") from None
         try:
             mv = mlflow.register_model(self.model_uri, self.name, await_registration_for=0, tags=tags)
         except MlflowException as e:
             if created_model:
                 self._drop_empty_model(client)
-            raise _explain(e, f"Registering {self.model_uri} as {self.name!r}") from None
+            raise explain_mlflow_error(e, f"Registering {self.model_uri} as {self.name!r}") from None
         if self.description:
             client.update_model_version(self.name, mv.version, description=self.description)
         return str(mv.version)
@@ -205,7 +171,7 @@ class MlflowRegisterModelOperator(_MlflowOperator):
             delay = min(delay * 2, 5.0)
 
 
-class MlflowPromoteModelOperator(_MlflowOperator):
+class MlflowPromoteModelOperator(MlflowOperator):
     """Point an alias (default ``champion``) at a model version, optionally behind a metric gate.
 
     Without ``gate_metric`` the alias simply moves. With it, the new version becomes champion
@@ -244,9 +210,9 @@ class MlflowPromoteModelOperator(_MlflowOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_name(name, "name")
-        _check_name(alias, "alias")
-        _check_name(challenger_alias, "challenger_alias")
+        check_name(name, "name")
+        check_name(alias, "alias")
+        check_name(challenger_alias, "challenger_alias")
         if alias == challenger_alias:
             raise InvalidSpecError(f"alias and challenger_alias are both {alias!r}; give them different names.")
         if not isinstance(min_improvement, (int, float)) or not math.isfinite(min_improvement) or min_improvement < 0:
@@ -275,7 +241,7 @@ class MlflowPromoteModelOperator(_MlflowOperator):
             try:
                 candidate = client.get_model_version(self.name, version)
             except MlflowException as e:
-                raise _explain(e, f"Version {version} of model {self.name!r}") from None
+                raise explain_mlflow_error(e, f"Version {version} of model {self.name!r}") from None
             champion = self._current(client)
             decision = self._decide(client, candidate, champion)
             target = self.alias if decision["promoted"] else self.challenger_alias
@@ -288,7 +254,7 @@ class MlflowPromoteModelOperator(_MlflowOperator):
                     self.name, version, f"{TAG_GATE}.decision", "promoted" if decision["promoted"] else "challenger"
                 )
             except MlflowException as e:
-                raise _explain(e, f"Setting alias {target!r} on {self.name!r} version {version}") from None
+                raise explain_mlflow_error(e, f"Setting alias {target!r} on {self.name!r} version {version}") from None
         result = {
             "name": self.name,
             "version": version,
@@ -310,7 +276,7 @@ class MlflowPromoteModelOperator(_MlflowOperator):
                 # No such alias yet (MLflow answers INVALID_PARAMETER_VALUE on some stores) - but the
                 # model itself must exist, or the candidate lookup above would already have failed.
                 return None
-            raise _explain(e, f"Alias {self.alias!r} of {self.name!r}") from None
+            raise explain_mlflow_error(e, f"Alias {self.alias!r} of {self.name!r}") from None
 
     def _metric(self, client: Any, mv: Any) -> float:
         metric = str(self.gate_metric)

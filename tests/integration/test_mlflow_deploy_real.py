@@ -1,6 +1,6 @@
 """Blue/green model serving against a real MLflow server and the real Docker engine.
 
-The serving image is built locally (``tests/infra/serve_image.py``); model containers download the
+The serving image is built locally (``scripts/testbed/serve_image.py``); model containers download the
 registered model from the test bed's MLflow server over host networking.
 """
 
@@ -18,21 +18,21 @@ from typing import Any
 
 import pytest
 
-from airflow_ml_provider.backends.base import BackendError
+from airflow_ml_provider.exceptions import BackendError, ModelDeployError
 from airflow_ml_provider.hooks.mlflow import MlflowHook
-from airflow_ml_provider.operators.mlflow_deploy import (
+from airflow_ml_provider.operators.mlflow_deploy import DEFAULT_ROUTER_IMAGE, MlflowDeployModelOperator, remove_endpoint
+from airflow_ml_provider.operators.mlflow_registry import MlflowRegisterModelOperator
+from airflow_ml_provider.serving import lock as endpoint_lock
+from airflow_ml_provider.serving.endpoint_docker import (
     LABEL_ADMIN_PORT,
     LABEL_ENDPOINT,
+    LABEL_LOCK_OWNER,
     LABEL_ROLE,
     LABEL_VERSION,
-    MlflowDeployModelOperator,
-    ModelDeployError,
-    _http,
-    remove_endpoint,
 )
-from airflow_ml_provider.operators.mlflow_registry import MlflowRegisterModelOperator
+from airflow_ml_provider.serving.router_client import local_http
+from scripts.testbed.request_load import RequestLoad, free_port_pair
 from tests.conftest import service_unavailable
-from tests.infra.request_load import RequestLoad, free_port_pair
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def ctx() -> Any:
 @pytest.fixture(scope="module")
 def serve_image(docker_images: dict[str, str]) -> str:
     try:
-        from tests.infra.serve_image import ensure_serve_image
+        from scripts.testbed.serve_image import ensure_serve_image
 
         return ensure_serve_image()
     except Exception as e:
@@ -172,9 +172,9 @@ def test_deploy_invoke_noop_and_blue_green_under_load(endpoint: tuple[str, int])
     # The router's control API is locked with its own token: a stranger on the host cannot switch.
     router = next(c for c in endpoint_containers(ep) if c.labels[LABEL_ROLE] == "router")
     admin_port = int(router.labels[LABEL_ADMIN_PORT])
-    assert _http("GET", admin_port, "/state")[0] == 401
-    assert _http("PUT", admin_port, "/upstream", {"port": port})[0] == 401
-    assert _http("GET", admin_port, "/health") == (200, "ok")
+    assert local_http("GET", admin_port, "/state")[0] == 401
+    assert local_http("PUT", admin_port, "/upstream", {"port": port})[0] == 401
+    assert local_http("GET", admin_port, "/health") == (200, "ok")
 
     again = deploy(name, endpoint)  # the alias did not move: nothing to do
     assert again["changed"] is False
@@ -263,25 +263,23 @@ def test_a_held_lock_fails_the_deploy_naming_its_holder_and_a_stale_one_is_taken
 ) -> None:
     import docker
 
-    from airflow_ml_provider.operators import mlflow_deploy
-
     ep, port = endpoint
     name = f"pricing-{uuid.uuid4().hex[:8]}"
     register_and_promote(name, log_linear(2.0))
     client = docker.from_env()
     try:
         lock = client.containers.create(
-            mlflow_deploy.DEFAULT_ROUTER_IMAGE,
+            DEFAULT_ROUTER_IMAGE,
             command=["true"],
-            name=f"ml-serve-{ep}-deploy-lock",
-            labels={LABEL_ENDPOINT: ep, mlflow_deploy.LABEL_LOCK_OWNER: "weekly_pricing/scheduled__x/deploy"},
+            name=endpoint_lock.lock_name(ep),
+            labels={LABEL_ENDPOINT: ep, LABEL_LOCK_OWNER: "weekly_pricing/scheduled__x/deploy"},
         )
         with pytest.raises(ModelDeployError, match="being deployed by weekly_pricing/scheduled__x/deploy"):
             deploy(name, endpoint, lock_timeout=2)
         assert [c.id for c in endpoint_containers(ep)] == [lock.id]  # nothing started, the lock untouched
 
         # Its holder died: once older than health_timeout + drain_timeout + grace, it is taken over.
-        monkeypatch.setattr(mlflow_deploy, "LOCK_GRACE", 1.0 - (120 + 30))
+        monkeypatch.setattr(endpoint_lock, "LOCK_GRACE", 1.0 - (120 + 30))
         time.sleep(1.5)
         assert deploy(name, endpoint, health_timeout=120, drain_timeout=30)["changed"] is True
         assert predict(port) == [2.0, 8.0]

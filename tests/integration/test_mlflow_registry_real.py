@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from airflow_ml_provider.exceptions import InvalidSpecError
+from airflow_ml_provider.exceptions import InvalidSpecError, ModelRegistryError
 from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES, MlflowHook
 from airflow_ml_provider.operators.mlflow_registry import (
     TAG_SOURCE,
     MlflowPromoteModelOperator,
     MlflowRegisterModelOperator,
-    ModelRegistryError,
 )
 
 pytestmark = pytest.mark.integration

@@ -8,49 +8,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from airflow_ml_provider.serving.router import Router
+from airflow_ml_provider.serving.router_client import local_http
+from tests.unit.serving.conftest import Named, get
 
 
-class Named(ThreadingHTTPServer):
-    """An HTTP/1.1 keep-alive upstream answering its own name; ``/slow`` waits 0.5 s first."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                if self.path == "/slow":
-                    time.sleep(0.5)
-                body = name.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self) -> None:
-                # Read the body: an unread body would be taken for the start of the next request.
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self.do_GET()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
+def local_http_on(r: Router, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """One request to ``r``'s control API, through the deploy operator's own client function."""
+    return local_http(method, r.admin_port, path, body, token=token)
 
 
 class Echo:
@@ -81,38 +50,9 @@ class Echo:
 
 
 @pytest.fixture
-def blue_green() -> Iterator[tuple[Named, Named]]:
-    a, b = Named("blue"), Named("green")
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
 def router(blue_green: tuple[Named, Named]) -> Iterator[Router]:
     with Router(0, blue_green[0].port, 0) as r:
         yield r
-
-
-def get(port: int, path: str = "/") -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
-
-
-def admin(r: Router, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", r.admin_port, timeout=5)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, json.loads(data) if resp.getheader("Content-Type") == "application/json" else data.decode()
-    finally:
-        conn.close()
 
 
 def wait_for_connections(r: Router, want: dict[str, int], timeout: float = 5.0) -> dict[str, int]:
@@ -126,10 +66,10 @@ def wait_for_connections(r: Router, want: dict[str, int], timeout: float = 5.0) 
 def test_forwards_to_the_upstream_and_switches_new_connections(router: Router, blue_green: tuple[Named, Named]) -> None:
     blue, green = blue_green
     assert [get(router.listen_port) for _ in range(3)] == ["blue"] * 3
-    status, body = admin(router, "PUT", "/upstream", {"port": green.port})
+    status, body = local_http_on(router, "PUT", "/upstream", {"port": green.port})
     assert (status, body) == (200, {"upstream": green.port, "previous": blue.port})
     assert [get(router.listen_port) for _ in range(3)] == ["green"] * 3
-    assert admin(router, "GET", "/state")[1]["upstream"] == green.port
+    assert local_http_on(router, "GET", "/state")[1]["upstream"] == green.port
 
 
 def test_an_in_flight_request_finishes_on_its_old_upstream(router: Router, blue_green: tuple[Named, Named]) -> None:
@@ -204,11 +144,11 @@ def test_switching_to_a_port_nobody_listens_on_changes_nothing(router: Router, b
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    status, body = admin(router, "PUT", "/upstream", {"port": dead})
+    status, body = local_http_on(router, "PUT", "/upstream", {"port": dead})
     assert status == 409
     assert str(dead) in body["error"]
     assert router.upstream == blue_green[0].port
-    assert admin(router, "PUT", "/upstream", {"port": "x"})[0] == 400
+    assert local_http_on(router, "PUT", "/upstream", {"port": "x"})[0] == 400
     assert get(router.listen_port) == "blue"
 
 
@@ -254,16 +194,16 @@ def test_steady_keep_alive_load_through_a_switch_has_no_errors(router: Router, b
 def test_with_a_token_the_control_api_answers_only_requests_that_carry_it(blue_green: tuple[Named, Named]) -> None:
     blue, green = blue_green
     with Router(0, blue.port, 0, admin_token="t0ken-abc") as r:
-        assert admin(r, "GET", "/state")[0] == 401
-        assert admin(r, "GET", "/state", token="wrong")[0] == 401
-        status, body = admin(r, "PUT", "/upstream", {"port": green.port}, token="t0ken-ab")
+        assert local_http_on(r, "GET", "/state")[0] == 401
+        assert local_http_on(r, "GET", "/state", token="wrong")[0] == 401
+        status, body = local_http_on(r, "PUT", "/upstream", {"port": green.port}, token="t0ken-ab")
         assert status == 401
         assert "t0ken" not in json.dumps(body)
         assert r.upstream == blue.port  # refused: nothing switched
-        assert admin(r, "GET", "/health") == (200, "ok")  # liveness needs no token
-        assert admin(r, "PUT", "/upstream", {"port": green.port}, token="t0ken-abc") == (
+        assert local_http_on(r, "GET", "/health") == (200, "ok")  # liveness needs no token
+        assert local_http_on(r, "PUT", "/upstream", {"port": green.port}, token="t0ken-abc") == (
             200,
             {"upstream": green.port, "previous": blue.port},
         )
-        assert admin(r, "GET", "/state", token="t0ken-abc")[1]["upstream"] == green.port
+        assert local_http_on(r, "GET", "/state", token="t0ken-abc")[1]["upstream"] == green.port
         assert get(r.listen_port) == "green"

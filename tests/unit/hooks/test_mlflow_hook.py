@@ -1,4 +1,4 @@
-"""MlflowHook: connection parsing and credentials that never outlive the call."""
+"""MlflowHook: connection parsing (strict extras) and credentials that never outlive the call."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 from airflow.sdk import Connection
 
-from airflow_ml_provider.exceptions import ConnectionConfigError, InvalidSpecError
+from airflow_ml_provider.exceptions import ConnectionConfigError
 from airflow_ml_provider.hooks.mlflow import (
     SCOPED_VARIABLES,
     MlflowHook,
     mlflow_config_from_connection,
     scoped_environment,
 )
-from airflow_ml_provider.operators.mlflow_registry import MlflowPromoteModelOperator, MlflowRegisterModelOperator
 
 TOKEN = "tok-" + "z" * 16
 
@@ -57,6 +56,71 @@ def test_config_for_the_embedded_local_store() -> None:
 def test_bad_connections_name_the_field(kw: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConnectionConfigError, match=needle):
         mlflow_config_from_connection(conn(**kw))
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "accepted"),
+    [
+        ({"verify": "ture"}, "verify", "true/false"),  # a typo must not turn TLS verification off
+        ({"verify": "maybe"}, "verify", "CA bundle"),
+        ({"verify": 2}, "verify", "true/false"),
+        ({"timeout": "soon"}, "timeout", "a number"),
+        ({"timeout": 0}, "timeout", "a positive number"),
+        ({"timeout": True}, "timeout", "a number"),
+        ({"max_retries": -1}, "max_retries", ">= 0"),
+        ({"max_retries": 2.5}, "max_retries", "whole number"),
+        ({"max_retries": "many"}, "max_retries", "a number"),
+    ],
+)
+def test_an_unreadable_extra_names_connection_key_and_accepted_values(
+    extra: dict[str, Any], key: str, accepted: str
+) -> None:
+    with pytest.raises(ConnectionConfigError) as err:
+        mlflow_config_from_connection(conn(host="h", extra=extra))
+    message = str(err.value)
+    assert "'m'" in message  # the connection
+    assert repr(key) in message
+    assert accepted in message
+
+
+@pytest.mark.parametrize("value", [False, "false", "0", "no", "off", "FALSE"])
+def test_verify_off_is_only_an_explicit_false(value: Any) -> None:
+    config = mlflow_config_from_connection(conn(host="h", extra={"verify": value}))
+    assert config.verify is False
+    assert config.env()["MLFLOW_TRACKING_INSECURE_TLS"] == "true"
+
+
+def test_null_extras_mean_the_defaults() -> None:
+    config = mlflow_config_from_connection(
+        conn(host="h", extra={"verify": None, "timeout": None, "max_retries": None, "ca_bundle": None})
+    )
+    assert (config.verify, config.timeout, config.max_retries, config.ca_bundle) == (True, 60.0, 5, "")
+    assert config.env()["MLFLOW_TRACKING_INSECURE_TLS"] == "false"
+    numbers = mlflow_config_from_connection(conn(host="h", extra={"timeout": "12.5", "max_retries": "3"}))
+    assert (numbers.timeout, numbers.max_retries) == (12.5, 3)
+
+
+def test_verify_given_as_a_ca_file_keeps_verification_on_with_that_ca(tmp_path: Any) -> None:
+    ca = tmp_path / "corp-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    config = mlflow_config_from_connection(conn(host="h", extra={"verify": str(ca)}))
+    assert config.verify is True
+    assert config.ca_bundle == str(ca)
+    env = config.env()
+    assert env["MLFLOW_TRACKING_INSECURE_TLS"] == "false"
+    assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == str(ca)
+    with pytest.raises(ConnectionConfigError, match="does not exist"):
+        mlflow_config_from_connection(conn(host="h", extra={"verify": str(tmp_path / "missing.pem")}))
+    with pytest.raises(ConnectionConfigError, match="one of them"):
+        mlflow_config_from_connection(conn(host="h", extra={"verify": str(ca), "ca_bundle": "/etc/other.pem"}))
+
+
+def test_hooks_expose_their_default_connection() -> None:
+    from airflow_ml_provider.operators.mlflow_common import MlflowOperator
+
+    assert MlflowHook.default_conn_name == "ml_mlflow_default"
+    assert MlflowHook().conn_id == MlflowHook.default_conn_name
+    assert MlflowOperator(task_id="t").mlflow_conn_id == MlflowHook.default_conn_name
 
 
 def test_scoped_environment_restores_exactly_and_hides_outer_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,30 +168,3 @@ def test_hook_scope_sets_uris_and_masks_the_password(monkeypatch: pytest.MonkeyP
         assert os.environ["MLFLOW_TRACKING_PASSWORD"] == TOKEN
     assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
     assert TOKEN in masked
-
-
-@pytest.mark.parametrize(
-    "kw",
-    [
-        {"name": "", "model_uri": "runs:/x/model"},
-        {"name": "m", "model_uri": "model"},
-        {"name": "m", "model_uri": "runs:/x/model", "await_ready_timeout": 0},
-    ],
-)
-def test_register_arguments_are_checked_at_parse_time(kw: dict[str, Any]) -> None:
-    with pytest.raises(InvalidSpecError):
-        MlflowRegisterModelOperator(task_id="r", **kw)
-
-
-@pytest.mark.parametrize(
-    "kw",
-    [
-        {"version": 0},
-        {"version": "1", "min_improvement": -1},
-        {"version": "1", "alias": "a", "challenger_alias": "a"},
-        {"version": "1", "alias": ""},
-    ],
-)
-def test_promote_arguments_are_checked_at_parse_time(kw: dict[str, Any]) -> None:
-    with pytest.raises(InvalidSpecError):
-        MlflowPromoteModelOperator(task_id="p", name="m", **kw)

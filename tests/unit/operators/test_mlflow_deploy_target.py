@@ -6,14 +6,13 @@ the model registry is a real local MLflow store.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_ml_provider.exceptions import InvalidSpecError
 from airflow_ml_provider.operators.mlflow_deploy import MlflowDeployModelOperator, ModelDeployError
-from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
+from scripts.testbed.predict_data import mlflow_env_snapshot
 
 
 class RecordingDeployClient:
@@ -44,16 +43,8 @@ class RecordingDeployClient:
         return {"name": name, "status": "Updating"}
 
 
-@pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    store = tmp_path / "store"
-    monkeypatch.setenv(CONN_ENV, mlflow_conn_json(store))
-    log_local_models(store)
-    return store
-
-
 def test_target_uri_creates_then_updates_and_scopes_the_credentials(
-    registry: Path, monkeypatch: pytest.MonkeyPatch
+    local_models_conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = RecordingDeployClient("sagemaker:/eu-west-1", set())
     targets: list[str] = []
@@ -85,7 +76,7 @@ def test_target_uri_creates_then_updates_and_scopes_the_credentials(
     assert mlflow_env_snapshot() == before  # ...and nothing left behind
 
 
-def test_target_errors_name_the_target_and_the_model(registry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_target_errors_name_the_target_and_the_model(local_models_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "mlflow.deployments.get_deploy_client", lambda target: RecordingDeployClient(target, set(), fail=True)
     )
