@@ -9,6 +9,7 @@ TLS setting (``"tls_verify": "ture"``) must not turn verification off. A key tha
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -21,8 +22,11 @@ _ACCEPTED = "true/false (also 1/0, yes/no, on/off)"
 
 def connection_extra(conn: Any) -> dict[str, Any]:
     """The extra of ``conn`` as a dict; malformed JSON or a non-object is an error naming the connection."""
-    try:
-        extra = conn.extra_dejson if conn.extra else {}
+    raw = conn.extra
+    if not raw:
+        return {}
+    try:  # not extra_dejson: the Task SDK's logs malformed JSON and returns {}, i.e. silent defaults
+        extra = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError:
         raise ConnectionConfigError(f"Connection {conn.conn_id!r}: extra is not valid JSON.") from None
     if not isinstance(extra, dict):
