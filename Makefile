@@ -48,4 +48,4 @@ clean-testbed:
 
 # Docker test bed: dockerd + single-node swarm + the base/train images, built locally (no registry).
 images: system venv
-	$(PY) -m tests.infra.docker_bed ensure
+	$(PY) -m scripts.testbed.docker_bed ensure

@@ -163,23 +163,25 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "hooks": [
-            {
-                "integration-name": "HDFS (WebHDFS)",
-                "python-modules": [
-                    "airflow_ml_provider.hooks.webhdfs",
-                    "airflow_ml_provider.hooks.storage",
-                ],
-            },
+            {"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.hooks.webhdfs"]},
             {"integration-name": "Container jobs", "python-modules": ["airflow_ml_provider.hooks.container"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_ml_provider.hooks.mlflow"]},
         ],
         "operators": [
-            {"integration-name": "Container jobs", "python-modules": ["airflow_ml_provider.operators.container"]},
+            {
+                "integration-name": "Container jobs",
+                "python-modules": [
+                    "airflow_ml_provider.operators.container",
+                    "airflow_ml_provider.operators.container_args",
+                ],
+            },
             {
                 "integration-name": "MLflow",
                 "python-modules": [
                     "airflow_ml_provider.operators.batch_predict",
+                    "airflow_ml_provider.operators.mlflow_common",
                     "airflow_ml_provider.operators.mlflow_deploy",
+                    "airflow_ml_provider.operators.mlflow_deploy_target",
                     "airflow_ml_provider.operators.mlflow_registry",
                 ],
             },

@@ -12,12 +12,12 @@ import sys
 
 from bench import batch_predict, endpoint, fanout, imports, launch_overhead, requests_per_poke, slot_seconds
 from bench.common import Row, table
-from tests.conftest import TESTBED
+from scripts.testbed import TESTBED
 
 
 def main() -> int:
     """Run all benchmarks on real services started here, print one table."""
-    from tests.infra import hdfs as hdfs_bed
+    from scripts.testbed import hdfs as hdfs_bed
 
     rows: list[Row] = []
     rows += imports.run()

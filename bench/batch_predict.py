@@ -47,7 +47,7 @@ def run(base: Path, repeats: int = 3) -> list[Row]:
 
     from airflow_ml_provider.hooks.mlflow import MlflowHook
     from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
-    from tests.unit.batch_predict_support import (
+    from scripts.testbed.predict_data import (
         CONN_ENV,
         log_local_models,
         make_frame,
@@ -163,7 +163,7 @@ def run(base: Path, repeats: int = 3) -> list[Row]:
 
 if __name__ == "__main__":  # python -m bench.batch_predict
     from bench.common import table
-    from tests.conftest import TESTBED
+    from scripts.testbed import TESTBED
 
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     print(table(run(TESTBED / "bench" / "batch-predict")))

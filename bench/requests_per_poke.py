@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from bench.common import Row
-from tests.infra.counting_proxy import CountingProxy
+from scripts.testbed.counting_proxy import CountingProxy
 
 N = 45
 

@@ -34,7 +34,7 @@ def run(cluster: Any, workdir: Path) -> list[Row]:
     """Wait 60 s for a marker in both modes at once; integrate the time each held a slot."""
     from hdfs import InsecureClient
 
-    from tests.infra.airflow_bed import AirflowBed
+    from scripts.testbed.airflow_bed import AirflowBed
 
     admin = InsecureClient(cluster.namenode_urls[0], user=cluster.superuser)
     for name in ("bench_poke", "bench_defer"):

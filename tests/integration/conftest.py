@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,13 +13,41 @@ from typing import Any
 import pytest
 
 from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES
+from scripts.testbed.counting_proxy import CountingProxy
 from tests.conftest import TESTBED, service_unavailable
-from tests.infra.counting_proxy import CountingProxy
+
+
+@contextlib.contextmanager
+def running_airflow(
+    name: str,
+    dag_files: dict[str, str],
+    *,
+    env: dict[str, str] | None = None,
+    pools: dict[str, int] | None = None,
+    database: str = "sqlite",
+    timeout: float = 120,
+) -> Iterator[Any]:
+    """A started Airflow bed under ``.testbed/<name>`` with ``dag_files``; stopped on exit.
+
+    A bed that cannot start is a missing service (a failure under ``CI=true``).
+    """
+    from scripts.testbed.airflow_bed import AirflowBed
+
+    airflow = AirflowBed.for_dags(TESTBED / name, dag_files, env=env, pools=pools, database=database)
+    try:
+        airflow.start(timeout=timeout)
+    except Exception as e:  # any failure to start is "service unavailable"
+        airflow.stop()
+        service_unavailable(f"could not start the Airflow test bed: {type(e).__name__}: {e}")
+    try:
+        yield airflow
+    finally:
+        airflow.stop()
 
 
 def _start(kind: str) -> Any:
     try:
-        from tests.infra import hdfs as bed
+        from scripts.testbed import hdfs as bed
 
         base = TESTBED / f"hdfs-{kind}"
         shutil.rmtree(base, ignore_errors=True)
@@ -87,7 +116,7 @@ def docker_images() -> dict[str, str]:
     Returns ``{"base": tag, "train": tag}``.
     """
     try:
-        from tests.infra import docker_bed
+        from scripts.testbed import docker_bed
 
         docker_bed.ensure_dockerd()
         return {"base": docker_bed.ensure_base_image(), "train": docker_bed.ensure_train_image()}
@@ -99,7 +128,7 @@ def docker_images() -> dict[str, str]:
 def swarm(docker_images: dict[str, str]) -> dict[str, str]:
     """The local engine as a one-node Swarm manager (``docker swarm init``); returns the image tags."""
     try:
-        from tests.infra import docker_bed
+        from scripts.testbed import docker_bed
 
         docker_bed.ensure_swarm()
     except Exception as e:
@@ -114,7 +143,7 @@ def mlflow_server() -> Iterator[Any]:
     concurrently; directories of dead sessions are removed first).
     """
     try:
-        from tests.infra import mlflow_bed
+        from scripts.testbed import mlflow_bed
 
         root = TESTBED / "mlflow"
         mlflow_bed.clean_sessions(root)
@@ -141,26 +170,3 @@ def mlflow_conn(mlflow_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield "ml_mlflow_default"
     leaked = [name for name in SCOPED_VARIABLES if name in os.environ]
     assert leaked == [], f"MLflow variables left in the environment: {leaked}"
-
-
-@pytest.fixture(scope="module")
-def local_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Real MLflow models in a local store of the module's (see ``log_local_models``); afterwards
-    no ``MLFLOW_*`` variable may differ from before."""
-    from tests.unit.batch_predict_support import CONN_ENV, log_local_models, mlflow_conn_json, mlflow_env_snapshot
-
-    before = mlflow_env_snapshot()
-    store = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CONN_ENV, mlflow_conn_json(store))
-        yield log_local_models(store)
-    assert mlflow_env_snapshot() == before, "an MLFLOW_* variable was left behind"
-
-
-@pytest.fixture
-def local_models_conn(local_models: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``local_models`` with ``ml_mlflow_default`` pointing at their store for this test."""
-    from tests.unit.batch_predict_support import CONN_ENV
-
-    monkeypatch.setenv(CONN_ENV, local_models.conn_json)
-    return local_models

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import service_unavailable
-from tests.infra.airflow_bed import AirflowBed, AirflowBedError
+from scripts.testbed.airflow_bed import AirflowBed, AirflowBedError
+from tests.integration.conftest import running_airflow
 
 pytestmark = pytest.mark.integration
 
@@ -55,17 +55,10 @@ DAG_FILE = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowBed]:
+def bed() -> Iterator[AirflowBed]:
     """One Airflow deployment for this module, with the scratch DAGs and a one-slot pool."""
-    dags = tmp_path_factory.mktemp("bed-dags")
-    (dags / "bed_dags.py").write_text(DAG_FILE)
-    airflow_bed = AirflowBed(tmp_path_factory.mktemp("bed-home"), dags, pools={POOL: 1})
-    try:
-        airflow_bed.start(timeout=180)
-    except Exception as e:  # any failure to start is "service unavailable"
-        service_unavailable(f"could not start the Airflow test bed: {type(e).__name__}: {e}")
-    yield airflow_bed
-    airflow_bed.stop()
+    with running_airflow("airflow-bed", {"bed_dags.py": DAG_FILE}, pools={POOL: 1}, timeout=180) as airflow:
+        yield airflow
 
 
 def test_deferrable_sensor_defers_then_succeeds(bed: AirflowBed) -> None:

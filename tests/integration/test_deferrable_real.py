@@ -5,7 +5,6 @@ retries even with soft_fail, timeouts skip with soft_fail, and a token never rea
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -13,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TESTBED, service_unavailable
-from tests.integration.conftest import admin_client
+from tests.conftest import TESTBED
+from tests.integration.conftest import admin_client, running_airflow
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +42,6 @@ DAGS = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def bed(hdfs: Any) -> Iterator[Any]:
-    try:
-        from tests.infra.airflow_bed import AirflowBed
-    except ImportError as e:
-        service_unavailable(f"Airflow test bed missing: {e}")
-    base = TESTBED / "airflow-deferrable"
-    shutil.rmtree(base, ignore_errors=True)
-    dags = base / "dags"
-    dags.mkdir(parents=True)
-    (dags / "deferrable_dags.py").write_text(DAGS)
     host = ",".join(u.removeprefix("http://") for u in hdfs.namenode_urls)
     env = {
         "AIRFLOW_CONN_ML_HDFS_DEFAULT": json.dumps({"conn_type": "ml_hdfs", "host": host, "login": "etl"}),
@@ -59,14 +49,8 @@ def bed(hdfs: Any) -> Iterator[Any]:
             {"conn_type": "ml_hdfs", "host": host, "password": TOKEN, "extra": {"auth": "token"}}
         ),
     }
-    airflow = AirflowBed(base / "home", dags, env=env)
-    try:
-        airflow.start()
-    except Exception as e:
-        airflow.stop()
-        service_unavailable(f"could not start Airflow: {type(e).__name__}: {e}")
-    yield airflow
-    airflow.stop()
+    with running_airflow("airflow-deferrable", {"deferrable_dags.py": DAGS}, env=env) as airflow:
+        yield airflow
 
 
 def trigger(bed: Any, dag_id: str, paths: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""The MLflow test bed (:mod:`tests.infra.mlflow_bed`) against a real ``mlflow server``.
+"""The MLflow test bed (:mod:`scripts.testbed.mlflow_bed`) against a real ``mlflow server``.
 
 Every call goes through ``MlflowClient(tracking_uri=server.url, registry_uri=server.url)``, never
 through ``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``: our hook must not write into the

@@ -28,7 +28,7 @@ with the starter's pid, so that :func:`kill_stale` (called by :func:`start_mlflo
 leftover of a run that is gone, and never the server of another live test session
 (:func:`in_use`); :func:`clean_sessions` clears the per-session directories of dead sessions.
 
-CLI: ``python -m tests.infra.mlflow_bed --dir DIR`` prints one JSON line (url, command, start
+CLI: ``python -m scripts.testbed.mlflow_bed --dir DIR`` prints one JSON line (url, command, start
 time, pids, RSS) and runs until SIGINT/SIGTERM.
 """
 
@@ -392,7 +392,7 @@ def start_mlflow(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.infra.mlflow_bed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.testbed.mlflow_bed", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, required=True, help="state directory (db, artifacts, log)")
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     parser.add_argument("--bind-host", default="127.0.0.1", help="interface to listen on")

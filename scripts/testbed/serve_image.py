@@ -5,11 +5,11 @@ top of the base image: a venv ``/opt/venv`` with ``mlflow-skinny`` (the dev venv
 version), scikit-learn, skops, LightGBM, pandas and pyarrow. ``<hash>`` is the first 12 hex
 digits of a sha256 over the Dockerfile and the base recipe, so editing either gives a new tag
 and a rebuild. The helpers (engine API, CA bundle, index settings, locks, logged runs) are
-:mod:`tests.infra.docker_bed`'s; the build log goes to ``.testbed/images/serve-build.log``.
+:mod:`scripts.testbed.docker_bed`'s; the build log goes to ``.testbed/images/serve-build.log``.
 
 Command line::
 
-    python -m tests.infra.serve_image        # prints the tag
+    python -m scripts.testbed.serve_image        # prints the tag
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.infra.docker_bed import (
+from scripts.testbed.docker_bed import (
     IMAGES_DIR,
     LOG_DIR,
     DockerBedError,

@@ -22,7 +22,7 @@ stop() ~2.5-3.5 s.
 
 Command line (stays up until SIGINT/SIGTERM, prints one JSON line once healthy)::
 
-    python -m tests.infra.airflow_bed --dags DIR [--home DIR] [--pool NAME=SLOTS] [--env KEY=VALUE]
+    python -m scripts.testbed.airflow_bed --dags DIR [--home DIR] [--pool NAME=SLOTS] [--env KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -225,6 +225,30 @@ class AirflowBed:
         self.timings: dict[str, float] = {}
         self._t0 = 0.0
         self.env = self._build_env(env or {})
+
+    @classmethod
+    def for_dags(
+        cls,
+        base: Path,
+        dag_files: dict[str, str],
+        *,
+        env: dict[str, str] | None = None,
+        pools: dict[str, int] | None = None,
+        database: str = "sqlite",
+    ) -> AirflowBed:
+        """A bed in a fresh ``base`` (emptied first) whose DAGs folder holds ``dag_files`` (name -> source).
+
+        Not started yet: call :meth:`start` (or use it as a context manager).
+        """
+        import shutil
+
+        base = Path(base)
+        shutil.rmtree(base, ignore_errors=True)
+        dags = base / "dags"
+        dags.mkdir(parents=True)
+        for name, source in dag_files.items():
+            (dags / name).write_text(source)
+        return cls(base / "home", dags, env=env, pools=pools, database=database)
 
     # ------------------------------------------------------------------ configuration
 
@@ -716,7 +740,7 @@ class AirflowBed:
 
 def main(argv: list[str] | None = None) -> int:
     """Start a bed for ``--dags DIR``, print one JSON line, and stay up until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m tests.infra.airflow_bed", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m scripts.testbed.airflow_bed", description=main.__doc__)
     parser.add_argument("--dags", required=True, type=Path, help="DAGs folder")
     parser.add_argument("--home", type=Path, help="AIRFLOW_HOME (default: a new temporary directory)")
     parser.add_argument("--pool", action="append", default=[], metavar="NAME=SLOTS", help="pool to create")

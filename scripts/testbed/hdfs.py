@@ -2,7 +2,7 @@
 
 Two shapes: :func:`start_single` (one NameNode, one DataNode) and :func:`start_ha` (an HA pair
 ``nn1``/``nn2`` sharing a ``file://`` edits directory, manual failover, one DataNode). Every
-daemon is a JVM from the Hadoop 2.7.3 jars of :mod:`tests.infra.hadoop_dist`, bound to
+daemon is a JVM from the Hadoop 2.7.3 jars of :mod:`scripts.testbed.hadoop_dist`, bound to
 127.0.0.1 on free ports picked at run time, so several clusters can run at once.
 
 JVMs never outlive their starter: each runs in its own session (process group) under
@@ -10,7 +10,7 @@ JVMs never outlive their starter: each runs in its own session (process group) u
 SIGKILL), an ``atexit`` hook stops them, and their pids go to ``base_dir/pids`` so the next
 start in the same ``base_dir`` kills leftovers.
 
-CLI: ``python -m tests.infra.hdfs single|ha --dir DIR`` prints one JSON line and runs until
+CLI: ``python -m scripts.testbed.hdfs single|ha --dir DIR`` prints one JSON line and runs until
 SIGINT/SIGTERM.
 """
 
@@ -37,7 +37,7 @@ from xml.sax.saxutils import escape
 
 import requests
 
-from tests.infra import hadoop_dist
+from scripts.testbed import hadoop_dist
 
 NAMENODE_CLASS = "org.apache.hadoop.hdfs.server.namenode.NameNode"
 DATANODE_CLASS = "org.apache.hadoop.hdfs.server.datanode.DataNode"
@@ -690,7 +690,7 @@ def start_ha(base_dir: Path, *, timeout: float = 120) -> HaHdfsCluster:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: start a cluster, print one JSON line, run until SIGINT/SIGTERM, then stop."""
-    parser = argparse.ArgumentParser(prog="python -m tests.infra.hdfs", description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.testbed.hdfs", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("kind", choices=("single", "ha"))
     parser.add_argument("--dir", required=True, type=Path, help="base directory of the cluster")
     parser.add_argument("--timeout", type=float, default=None, help="start timeout in seconds")

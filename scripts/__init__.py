@@ -1,0 +1,1 @@
+"""Developer scripts of airflow-ml-provider (not shipped in the wheel); see ``scripts/testbed``."""

@@ -1,0 +1,24 @@
+"""The dev/test bed: real services for the tests, the demo and the benchmarks.
+
+Nothing here ships in the wheel. Tests (``tests/``), benchmarks (``bench/``) and the demo
+(``scripts/demo.py``) import from this package alone, never from each other:
+
+* ``hdfs`` / ``hadoop_dist`` -- Hadoop 2.7.3 NameNode/DataNode (single and HA) from cached jars;
+* ``docker_bed`` / ``serve_image`` -- dockerd, the one-node Swarm and the locally built images;
+* ``mlflow_bed`` -- a real ``mlflow server``; ``predict_data`` -- small models and Parquet data;
+* ``metronome_server`` -- a DC/OS Metronome v1 test server;
+* ``airflow_bed`` -- scheduler, triggerer, dag-processor and API server in a throwaway home;
+* ``counting_proxy`` / ``request_load`` -- request counting and HTTP load on loopback.
+
+Every service lives under :data:`TESTBED` (``.testbed/``, ignored by git); downloads and built
+images are cached under ``.cache/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The repository's root directory.
+ROOT = Path(__file__).resolve().parents[2]
+#: Scratch space of the real services the bed starts (ignored by git).
+TESTBED = ROOT / ".testbed"
