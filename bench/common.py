@@ -1,8 +1,11 @@
-"""Shared pieces of the benchmarks: one result row and the table printer."""
+"""Shared pieces of the benchmarks: one result row, the table printer, and running one benchmark alone."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -42,3 +45,18 @@ def table(rows: list[Row]) -> str:
             f"{r.ratio:.3f} | {r.note} |"
         )
     return "\n".join(lines)
+
+
+def run_alone(run: Callable[[Path], list[Row]], name: str) -> int:
+    """``python -m bench.<name>``: run one benchmark in ``.testbed/bench/<name>``, print its table and time.
+
+    :param run: the benchmark's ``run(workdir)``, returning its rows.
+    :param name: the scratch directory's name under ``.testbed/bench/``.
+    :return: the exit code (0).
+    """
+    from scripts.testbed import TESTBED
+
+    started = time.monotonic()
+    print(table(run(TESTBED / "bench" / name)))
+    print(f"\n({time.monotonic() - started:.0f} s in all)")
+    return 0

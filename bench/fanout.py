@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, table
+from bench.common import Row, run_alone
 
 DAG_FILE = Path(__file__).resolve().parent / "dags" / "fanout.py"
 POOL = "bench_fanout"
@@ -75,8 +74,8 @@ def _run_once(bed: Any, n_groups: int) -> dict[str, float]:
 
 def measure(workdir: Path) -> dict[int, dict[str, float]]:
     """Run the 4-group DAG once untimed, then each DAG ``REPEATS`` times; n_groups -> the median run's figures."""
-    from tests.infra.airflow_bed import AirflowBed
-    from tests.infra.docker_bed import ensure_base_image, ensure_dockerd
+    from scripts.testbed.airflow_bed import AirflowBed
+    from scripts.testbed.docker_bed import ensure_base_image, ensure_dockerd
 
     ensure_dockerd()
     image = ensure_base_image()
@@ -125,15 +124,5 @@ def run(workdir: Path) -> list[Row]:
     return rows_from(measure(workdir))
 
 
-def main() -> int:
-    from tests.conftest import TESTBED
-
-    started = time.monotonic()
-    rows = run(TESTBED / "bench" / "fanout")
-    print(table(rows))
-    print(f"\n({time.monotonic() - started:.0f} s in all)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m bench.fanout
+    sys.exit(run_alone(run, "fanout"))

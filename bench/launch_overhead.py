@@ -132,7 +132,7 @@ class EventLog:
 
 
 def _run_cli(image: str, run: str, task: str) -> dict[str, int]:
-    from tests.infra.docker_bed import docker_cli
+    from scripts.testbed.docker_bed import docker_cli
 
     cmd = [
         docker_cli(),
@@ -154,7 +154,7 @@ def _run_cli(image: str, run: str, task: str) -> dict[str, int]:
 
 def _run_operators(workdir: Path, image: str, run: str) -> dict[str, dict[str, int]]:
     """Run the benchmark DAG with dag.test() in a subprocess; task_id -> {begin, end} (ns)."""
-    from tests.infra.airflow_bed import AirflowBed
+    from scripts.testbed.airflow_bed import AirflowBed
 
     shutil.rmtree(workdir, ignore_errors=True)
     dags = workdir / "dags"
@@ -234,7 +234,7 @@ def measure(workdir: Path, reps: int = REPS) -> Measurement:
     """Launch the container ``reps`` times with each tool (after one warm-up each); the samples."""
     import docker
 
-    from tests.infra.docker_bed import ensure_base_image, ensure_dockerd
+    from scripts.testbed.docker_bed import ensure_base_image, ensure_dockerd
 
     ensure_dockerd()
     image = ensure_base_image()
@@ -287,23 +287,13 @@ def rows_from(m: Measurement) -> list[Row]:
         f"median of {n}; wall - container run (docker events start→die, ~{run['ours']:.2f} s); "
         f"operators as tasks of one dag.test() run (a no-op task there: {m.floor:.2f} s), base image, `python3 -c`"
     )
+    baselines = (
+        ("docker CLI", "cli", "`docker run --rm --network=none`"),
+        ("DockerOperator", "stock", "DockerOperator (auto_remove=force)"),
+    )
     return [
-        Row(
-            name="launch overhead: ContainerJobOperator vs docker CLI",
-            ours=over["ours"],
-            baseline=over["cli"],
-            unit="s",
-            baseline_name="`docker run --rm --network=none`",
-            note=how,
-        ),
-        Row(
-            name="launch overhead: ContainerJobOperator vs DockerOperator",
-            ours=over["ours"],
-            baseline=over["stock"],
-            unit="s",
-            baseline_name="DockerOperator (auto_remove=force)",
-            note=how,
-        ),
+        Row(f"launch overhead: ContainerJobOperator vs {vs}", over["ours"], over[tool], "s", baseline_name, how)
+        for vs, tool, baseline_name in baselines
     ]
 
 
@@ -315,7 +305,7 @@ def run(workdir: Path) -> list[Row]:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--dag-test"]:
         return _dag_test(argv[1], argv[2])
-    from tests.conftest import TESTBED
+    from scripts.testbed import TESTBED
 
     started = time.monotonic()
     m = measure(TESTBED / "bench" / "launch")

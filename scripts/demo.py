@@ -2,7 +2,7 @@
 
 What it does, all on this machine:
 
-1. starts dockerd if needed and builds the training image locally (``tests/infra/docker_bed.py``);
+1. starts dockerd if needed and builds the training image locally (``scripts/testbed/docker_bed.py``);
 2. writes a synthetic week of sales for a few countries under ``.demo/lake`` (with ``_SUCCESS``);
 3. runs the ``markdown_pricing`` DAG with Airflow's ``dag.test()`` in a throwaway
    ``AIRFLOW_HOME`` (``.demo/airflow``, SQLite): the sensor finds the marker, the countries are
@@ -44,11 +44,17 @@ def main() -> int:
     parser.add_argument("--groups", type=int, default=4, help="container jobs (the pool's slots)")
     parser.add_argument("--week", default="2026-11-23")
     args = parser.parse_args()
-    countries = [c.strip().upper() for c in args.countries.split(",") if c.strip()]
 
     sys.path.insert(0, str(ROOT))
+    from airflow_ml_provider.jobs.common import BadInputError, parse_countries, parse_week
     from airflow_ml_provider.jobs.synthetic import write_week
-    from tests.infra import docker_bed
+    from scripts.testbed import docker_bed
+
+    try:
+        countries = parse_countries(args.countries.upper())
+        parse_week(args.week)
+    except BadInputError as e:
+        parser.error(str(e))
 
     t0 = time.monotonic()
     print("demo: starting dockerd and building the training image (first time: a few minutes)", flush=True)

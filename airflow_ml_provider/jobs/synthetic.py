@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import shutil
 import sys
 import uuid
@@ -46,40 +45,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_ml_provider.jobs.common import parse_countries, parse_week
+
 #: Columns of every sales file, in order.
 SALES_COLUMNS = ("sku", "week_of_year", "base_price", "discount", "stock", "days_to_season_end", "units_sold")
 #: Markdowns applied in the history: 0 % to 50 % in steps of 5 %.
 MARKDOWN_STEPS = tuple(round(0.05 * i, 2) for i in range(11))
 #: Weeks of history per SKU.
 HISTORY_WEEKS = 8
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def parse_week(week: str) -> dt.date:
-    """The week's date (``YYYY-MM-DD``); ``ValueError`` naming the value otherwise."""
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", week):
-            raise ValueError(week)
-        return dt.date.fromisoformat(week)
-    except ValueError:
-        raise ValueError(f"week {week!r} is not a date like 2026-11-23 (YYYY-MM-DD)") from None
-
-
-def parse_countries(value: str | Sequence[str]) -> list[str]:
-    """Country codes from ``"DE,FR"`` or a list; de-duplicated in order; ``ValueError`` if invalid."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    countries: list[str] = []
-    for item in items:
-        code = str(item).strip()
-        if not code:
-            continue
-        if not _NAME.match(code):
-            raise ValueError(f"country {code!r} is not a valid code (letters, digits, '_' or '-'; e.g. DE)")
-        if code not in countries:
-            countries.append(code)
-    if not countries:
-        raise ValueError(f"no country given ({value!r}); pass e.g. DE,FR")
-    return countries
 
 
 def _country_seed(seed: int, country: str) -> int:
@@ -141,12 +114,19 @@ def make_country_frame(country: str, week: str, rows: int, seed: int = 0) -> pd.
     return frame.reset_index(drop=True)[list(SALES_COLUMNS)]
 
 
-def write_week(root: str, week: str, countries: list[str], rows_per_country: int = 400, seed: int = 0) -> str:
+def write_week(root: str, week: str, countries: str | Sequence[str], rows_per_country: int = 400, seed: int = 0) -> str:
     """Write the synthetic dataset of ``week`` for ``countries`` under ``root``; return the dataset dir.
 
     The result is ``{root}/{week}/sales`` with ``country=XX/part-0.parquet`` per country and a
     ``_SUCCESS`` marker written last. It is built in a hidden temporary directory and renamed into
     place; an existing dataset for that week is replaced.
+
+    :param root: the dataset root (created if missing).
+    :param week: the week's date, ``YYYY-MM-DD``.
+    :param countries: country codes, ``"DE,FR"`` or a sequence.
+    :param rows_per_country: rows of history per country (at least 1).
+    :param seed: the random seed (the same seed gives the same data).
+    :raises ValueError: a bad week, country code or row count (a ``BadInputError`` for the first two).
     """
     parse_week(week)
     codes = parse_countries(countries)

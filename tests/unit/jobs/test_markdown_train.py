@@ -1,12 +1,9 @@
-"""The code that runs inside the markdown-pricing training container (airflow_ml_provider.jobs)."""
+"""The markdown-pricing training job (jobs.markdown_train), in-process and as the container runs it."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -14,25 +11,15 @@ from typing import Any
 
 import lightgbm  # noqa: F401  (dev extra; a missing library must fail, not skip)
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_ml_provider.jobs import markdown_train, synthetic
+from airflow_ml_provider.jobs import markdown_model, markdown_train
+from tests.conftest import ROOT
+from tests.unit.jobs.conftest import JOBS_DIR, WEEK, load_result, run_subprocess
 
-ROOT = Path(__file__).resolve().parents[2]
-JOBS_DIR = ROOT / "airflow_ml_provider" / "jobs"
-WEEK = "2026-11-23"
 ROUNDS = "50"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-JSON constant {name} in the result")
-
-
-def load_result(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(), parse_constant=_reject_constant)
 
 
 def run_job(tmp_path: Path, countries: str, *extra: str) -> tuple[int, Path]:
@@ -42,85 +29,7 @@ def run_job(tmp_path: Path, countries: str, *extra: str) -> tuple[int, Path]:
     return markdown_train.main(args), result
 
 
-def run_subprocess(
-    args: list[str], pythonpath: Path, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run with only ``pythonpath`` added to the path (``cwd`` too goes first on ``sys.path``)."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("ML_RESULT_PATH", "ML_NUM_THREADS")}
-    full_env.update(env or {}, PYTHONPATH=str(pythonpath))
-    return subprocess.run(args, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120, check=False)
-
-
-@pytest.fixture
-def lake(tmp_path: Path) -> Path:
-    synthetic.write_week(str(tmp_path / "lake"), WEEK, ["DE", "FR"], rows_per_country=400, seed=1)
-    return tmp_path / "lake"
-
-
-# --- synthetic data ----------------------------------------------------------------------------
-
-
-def test_synthetic_layout_and_columns(tmp_path: Path) -> None:
-    path = synthetic.write_week(str(tmp_path), WEEK, ["DE", "FR"], rows_per_country=123, seed=3)
-    sales = tmp_path / WEEK / "sales"
-    assert path == str(sales)
-    assert sorted(p.name for p in sales.iterdir()) == ["_SUCCESS", "country=DE", "country=FR"]
-    assert [p.name for p in (tmp_path / WEEK).iterdir()] == ["sales"], "no temporary directory left behind"
-    marker = (sales / "_SUCCESS").stat().st_mtime_ns
-    for country in ("DE", "FR"):
-        part = sales / f"country={country}" / "part-0.parquet"
-        assert part.stat().st_mtime_ns <= marker
-        frame = pq.read_table(part).to_pandas()
-        assert list(frame.columns) == list(synthetic.SALES_COLUMNS)
-        assert len(frame) == 123
-        assert frame["sku"].str.startswith(f"{country}-SKU-").all()
-        assert set(frame["discount"].round(2)) <= set(markdown_train.MARKDOWN_GRID)
-        assert (frame["units_sold"] >= 0).all()
-        assert (frame["units_sold"] <= frame["stock"]).all()
-        assert frame.notna().all().all()
-    # Hive partitioning of the whole dataset gives the country back as a column.
-    table = pq.read_table(sales, partitioning="hive")
-    assert set(table.column("country").to_pylist()) == {"DE", "FR"}
-
-
-def test_synthetic_is_deterministic_and_demand_responds_to_markdowns(tmp_path: Path) -> None:
-    a = synthetic.make_country_frame("DE", WEEK, 2000, seed=7)
-    b = synthetic.make_country_frame("DE", WEEK, 2000, seed=7)
-    pd.testing.assert_frame_equal(a, b)
-    assert not a.equals(synthetic.make_country_frame("FR", WEEK, 2000, seed=7))
-    by_discount = a.groupby(a["discount"].round(2))["units_sold"].mean()
-    assert by_discount.loc[0.3:].mean() > 1.5 * by_discount.loc[0.0]
-
-
-def test_synthetic_replaces_an_existing_week(tmp_path: Path) -> None:
-    synthetic.write_week(str(tmp_path), WEEK, ["DE", "FR"], rows_per_country=50)
-    synthetic.write_week(str(tmp_path), WEEK, ["IT"], rows_per_country=50)
-    assert sorted(p.name for p in (tmp_path / WEEK).iterdir()) == ["sales"]
-    assert sorted(p.name for p in (tmp_path / WEEK / "sales").iterdir()) == ["_SUCCESS", "country=IT"]
-
-
-@pytest.mark.parametrize(
-    ("week", "countries"), [("2026-13-01", ["DE"]), ("../x", ["DE"]), (WEEK, ["../DE"]), (WEEK, [])]
-)
-def test_synthetic_refuses_bad_arguments(tmp_path: Path, week: str, countries: list[str]) -> None:
-    with pytest.raises(ValueError, match=r"week|country"):
-        synthetic.write_week(str(tmp_path), week, countries)
-    assert not (tmp_path / WEEK).exists() or not any((tmp_path / WEEK).iterdir())
-
-
-def test_synthetic_cli(tmp_path: Path) -> None:
-    proc = run_subprocess(
-        [sys.executable, "-m", "airflow_ml_provider.jobs.synthetic", "--root", str(tmp_path), "--week", WEEK,
-         "--countries", "DE,FR", "--rows-per-country", "40"],
-        ROOT,
-        tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / WEEK / "sales" / "_SUCCESS").exists()
-    assert (tmp_path / WEEK / "sales" / "country=FR" / "part-0.parquet").exists()
-
-
-# --- training job, in-process ------------------------------------------------------------------
+# --- in-process ----------------------------------------------------------------------------------
 
 
 def test_job_writes_predictions_and_result(lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,10 +58,10 @@ def test_job_writes_predictions_and_result(lake: Path, tmp_path: Path, capsys: p
         assert (directory / "_SUCCESS").stat().st_mtime_ns >= (directory / "part-0.parquet").stat().st_mtime_ns
 
         predictions = pq.read_table(directory / "part-0.parquet").to_pandas()
-        assert list(predictions.columns) == list(markdown_train.PREDICTION_COLUMNS)
+        assert list(predictions.columns) == list(markdown_model.PREDICTION_COLUMNS)
         assert len(predictions) == entry["skus"] == 50
         assert predictions["sku"].is_unique
-        assert set(predictions["recommended_markdown"]) <= set(markdown_train.MARKDOWN_GRID)
+        assert set(predictions["recommended_markdown"]) <= set(markdown_model.MARKDOWN_GRID)
         assert predictions[["expected_units", "expected_revenue"]].notna().all().all()
         # The recommendation maximizes expected revenue, so it never does worse than no markdown.
         assert (predictions["expected_revenue"] >= predictions["revenue_at_no_markdown"] - 1e-9).all()
@@ -241,7 +150,7 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], capsys: pytest.Ca
 def test_nan_predictions_fail_and_write_nothing(
     lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_fit = markdown_train._fit
+    real_fit = markdown_model._fit
 
     class NanModel:
         def __init__(self, model: Any) -> None:
@@ -252,7 +161,7 @@ def test_nan_predictions_fail_and_write_nothing(
             values[3] = float("nan")
             return values
 
-    monkeypatch.setattr(markdown_train, "_fit", lambda *a: NanModel(real_fit(*a)))
+    monkeypatch.setattr(markdown_model, "_fit", lambda *a: NanModel(real_fit(*a)))
     code, result_path = run_job(tmp_path, "DE")
     captured = capsys.readouterr()
     assert code == 1
@@ -280,45 +189,7 @@ def test_a_country_is_fast(lake: Path, tmp_path: Path) -> None:
     assert load_result(result_path)["countries"]["DE"]["seconds"] < 1.0
 
 
-# --- threads -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ("200000 100000\n", 2),
-        ("150000 100000", 2),
-        ("50000 100000", 1),
-        ("max 100000\n", None),
-        ("", None),
-        ("x y", None),
-    ],
-)
-def test_cgroup_cpu_limit(tmp_path: Path, content: str, expected: int | None) -> None:
-    cpu_max = tmp_path / "cpu.max"
-    cpu_max.write_text(content)
-    assert markdown_train.cgroup_cpu_limit(str(cpu_max)) == expected
-
-
-def test_num_threads(tmp_path: Path) -> None:
-    cpu_max = tmp_path / "cpu.max"
-    cpu_max.write_text("100000 100000")
-    assert markdown_train.num_threads({}, str(cpu_max)) == 1
-    assert markdown_train.num_threads({"ML_NUM_THREADS": "3"}, str(cpu_max)) == 3
-    assert markdown_train.num_threads({}, str(tmp_path / "absent")) == markdown_train.available_cpus()
-    with pytest.raises(markdown_train.BadInputError, match="ML_NUM_THREADS"):
-        markdown_train.num_threads({"ML_NUM_THREADS": "lots"})
-
-
-@pytest.mark.parametrize(
-    ("rows", "limit", "explicit", "expected"),
-    [(400, 8, False, 1), (400, 8, True, 8), (100_000, 8, False, 5), (10**7, 8, False, 8), (10**7, 2, False, 2)],
-)
-def test_small_data_gets_few_threads(rows: int, limit: int, explicit: bool, expected: int) -> None:
-    assert markdown_train.threads_for(rows, limit, explicit) == expected
-
-
-# --- training job, as the container runs it ----------------------------------------------------
+# --- as the container runs it ----------------------------------------------------------------
 
 
 def test_subprocess_run(lake: Path, tmp_path: Path) -> None:
