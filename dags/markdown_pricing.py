@@ -31,6 +31,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
+from airflow_ml_provider.hooks.container import ContainerJobHook
 from airflow_ml_provider.operators.container import ContainerJobOperator
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
 
@@ -38,8 +39,9 @@ POOL = "markdown_pricing"
 #: The pool's slot count, and so the default number of country groups.
 POOL_SLOTS = 4
 TRAIN_IMAGE = "airflow-ml-provider/train:latest"
-#: An ml_docker, ml_swarm or ml_metronome connection; undefined means the local Docker engine.
-CONTAINER_CONN_ID = "ml_docker_default"
+#: An ml_docker, ml_swarm or ml_metronome connection; the hook's default, when undefined, means the
+#: local Docker engine.
+CONTAINER_CONN_ID = ContainerJobHook.default_conn_name
 DEFAULT_DATA_ROOT = "/srv/markdown-pricing/lake"
 #: 45 markets, in the order their groups are formed.
 COUNTRIES = [

@@ -38,7 +38,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_ml_provider.exceptions import ConnectionConfigError
-from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_verify
+from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_tls_verify
 from airflow_ml_provider.utils.secret_refs import SecretRef
 
 if TYPE_CHECKING:
@@ -46,18 +46,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONN_ID = "ml_docker_default"
 CONN_TYPES = ("ml_docker", "ml_swarm", "ml_metronome")
-
-
-def _ca_path(extra: dict[str, Any], key: str, conn_id: str) -> str | None:
-    """``extra[key]`` as an existing CA file path, or ``None`` when absent."""
-    value = extra_verify(extra, key, conn_id=conn_id, default=False)
-    if value is False:
-        return None
-    if not isinstance(value, str):
-        raise ConnectionConfigError(
-            f"Connection {conn_id!r}: extra {key!r} is {extra.get(key)!r}; use the absolute path of a CA file."
-        )
-    return value
 
 
 def docker_config_from_connection(conn: Any) -> Any:
@@ -76,21 +64,16 @@ def docker_config_from_connection(conn: Any) -> Any:
     pull = str(extra.get("pull") or "missing")
     if pull not in ("missing", "always", "never"):
         raise ConnectionConfigError(f"Connection {conn_id!r}: extra 'pull' is {pull!r}; use missing, always or never.")
-    tls_ca = extra.get("tls_ca") or None
-    verify = extra_verify(extra, "tls_verify", conn_id=conn_id)
-    if isinstance(verify, str):  # a CA path: verify against it, like tls_ca
-        if tls_ca and tls_ca != verify:
-            raise ConnectionConfigError(
-                f"Connection {conn_id!r}: extras 'tls_verify' ({verify!r}) and 'tls_ca' ({tls_ca!r}) name "
-                "different CA files; keep one."
-            )
-        tls_ca, verify = verify, True
+    verify = extra_tls_verify(extra, conn_id=conn_id, verify_key="tls_verify", ca_key="tls_ca")
+    # with verification off, a tls_ca is kept: the engine is still spoken to over TLS
+    tls_ca = verify if isinstance(verify, str) else (extra.get("tls_ca") or None)
+    tls_verify = verify is not False
     return DockerConfig(
         base_url=base_url,
         tls_ca=tls_ca,
         tls_cert=extra.get("tls_cert") or None,
         tls_key=extra.get("tls_key") or None,
-        tls_verify=verify,
+        tls_verify=tls_verify,
         timeout=extra_number(extra, "timeout", 60, conn_id=conn_id, positive=True),
         stop_timeout=int(extra_number(extra, "stop_timeout", 10, conn_id=conn_id)),
         pull=pull,
@@ -112,15 +95,7 @@ def metronome_config_from_connection(conn: Any) -> Any:
         raise ConnectionConfigError(
             f"Connection {conn_id!r}: give login (IAM uid) and password, or a token in the extra."
         )
-    verify = extra_verify(extra, "verify", conn_id=conn_id)
-    bundle = _ca_path(extra, "ca_bundle", conn_id)
-    if bundle is not None and verify is True:
-        verify = bundle
-    elif bundle is not None and isinstance(verify, str) and verify != bundle:
-        raise ConnectionConfigError(
-            f"Connection {conn_id!r}: extras 'verify' ({verify!r}) and 'ca_bundle' ({bundle!r}) name different "
-            "CA files; keep one."
-        )
+    verify = extra_tls_verify(extra, conn_id=conn_id)
     return MetronomeConfig(
         url=url,
         uid=conn.login or "",

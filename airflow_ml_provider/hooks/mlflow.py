@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airflow.sdk import BaseHook
 
 from airflow_ml_provider.exceptions import ConnectionConfigError
-from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_verify
+from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_tls_verify
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -143,15 +143,8 @@ def mlflow_config_from_connection(conn: Any) -> MlflowConfig:
         raise ConnectionConfigError(
             f"Connection {conn_id!r}: extra 'max_retries' is {extra['max_retries']!r}; use a whole number >= 0, e.g. 5."
         )
-    verify_setting = extra_verify(extra, conn_id=conn_id)
-    ca_bundle = str(extra.get("ca_bundle") or "")
-    if isinstance(verify_setting, str):  # verify given as a CA file: verify with it
-        if ca_bundle and ca_bundle != verify_setting:
-            raise ConnectionConfigError(
-                f"Connection {conn_id!r}: extra 'verify' names the CA file {verify_setting!r} and 'ca_bundle' "
-                f"another ({ca_bundle!r}); give the CA file in one of them."
-            )
-        ca_bundle = verify_setting
+    verify_setting = extra_tls_verify(extra, conn_id=conn_id)
+    ca_bundle = verify_setting if isinstance(verify_setting, str) else ""
     verify = verify_setting is not False
     return MlflowConfig(
         tracking_uri=host.rstrip("/"),

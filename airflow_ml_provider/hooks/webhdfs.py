@@ -79,7 +79,7 @@ class HdfsConfig(NamedTuple):
     @classmethod
     def from_connection(cls, conn: Connection) -> HdfsConfig:
         """Validate a Connection; raise :class:`ConnectionConfigError` naming the bad field."""
-        from airflow_ml_provider.utils.conn_extras import connection_extra, extra_bool, extra_number, extra_verify
+        from airflow_ml_provider.utils.conn_extras import connection_extra, extra_bool, extra_number, extra_tls_verify
 
         conn_id = conn.conn_id
         extra = connection_extra(conn)
@@ -111,9 +111,7 @@ class HdfsConfig(NamedTuple):
         port = int(conn.port) if conn.port else DEFAULT_PORT
         namenodes = tuple(_namenode_url(item, port, use_ssl, bad) for item in re.split(r"[,;\s]+", host) if item)
 
-        verify = extra_verify(extra, "verify", conn_id=conn_id)
-        if extra.get("ca_bundle"):
-            verify = str(extra["ca_bundle"]) if verify else False
+        verify = extra_tls_verify(extra, conn_id=conn_id)
         timeout = extra_number(extra, "timeout", DEFAULT_TIMEOUT, conn_id=conn_id, positive=True)
         return cls(
             conn_id=conn_id,

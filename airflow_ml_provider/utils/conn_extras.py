@@ -98,3 +98,29 @@ def extra_verify(extra: dict[str, Any], key: str = "verify", *, conn_id: str, de
         return parse_bool(value, conn_id=conn_id, key=key)
     except ConnectionConfigError:
         raise _bad(conn_id, key, value, f"{_ACCEPTED}, or the absolute path of a CA bundle file") from None
+
+
+def extra_tls_verify(
+    extra: dict[str, Any], *, conn_id: str, verify_key: str = "verify", ca_key: str = "ca_bundle"
+) -> bool | str:
+    """The effective TLS verification of a connection with a ``verify`` and a ``ca_bundle`` extra.
+
+    ``verify`` false turns verification off (explicitly, whatever ``ca_bundle`` says); otherwise
+    the CA file is ``ca_bundle`` or a path given as ``verify`` (both must exist, and name the same
+    file when both are given); with neither, ``True`` (the system's CAs).
+    """
+    verify = extra_verify(extra, verify_key, conn_id=conn_id)
+    ca_value = extra.get(ca_key)
+    if ca_value is None or ca_value == "":
+        return verify
+    if not isinstance(ca_value, str) or not ca_value.strip().startswith(("/", "~")):
+        raise _bad(conn_id, ca_key, ca_value, "the absolute path of a CA bundle file")
+    ca = extra_verify(extra, ca_key, conn_id=conn_id)
+    if verify is False:
+        return False
+    if isinstance(verify, str) and verify != ca:
+        raise ConnectionConfigError(
+            f"Connection {conn_id!r}: extras {verify_key!r} ({verify!r}) and {ca_key!r} ({ca!r}) name different "
+            "CA files; keep one."
+        )
+    return ca

@@ -42,12 +42,12 @@ def test_docker_config_defaults_to_the_local_socket() -> None:
     assert config.pull == "missing"
 
 
-def test_docker_config_from_host_port_and_extras() -> None:
+def test_docker_config_from_host_port_and_extras(ca_file: str) -> None:
     config = docker_config_from_connection(
-        conn("ml_docker", host="docker1.corp", port=2376, extra={"tls_ca": "/ca.pem", "timeout": 5, "pull": "never"})
+        conn("ml_docker", host="docker1.corp", port=2376, extra={"tls_ca": ca_file, "timeout": 5, "pull": "never"})
     )
     assert config.base_url == "tcp://docker1.corp:2376"
-    assert config.tls_ca == "/ca.pem"
+    assert config.tls_ca == ca_file
     assert config.timeout == 5
     assert config.pull == "never"
 
@@ -212,10 +212,14 @@ def test_docker_tls_verify_as_a_path_verifies_against_that_ca(ca_file: str) -> N
     session = Session()
     tls.configure_client(session)
     assert session.verify == ca_file  # what the SDK's requests session verifies against
+    other = Path(ca_file).with_name("other-ca.pem")
+    other.write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(ConnectionConfigError, match="different CA files"):
         docker_config_from_connection(
-            conn("ml_docker", host="tcp://d:2376", extra={"tls_verify": ca_file, "tls_ca": "/other/ca.pem"})
+            conn("ml_docker", host="tcp://d:2376", extra={"tls_verify": ca_file, "tls_ca": str(other)})
         )
+    with pytest.raises(ConnectionConfigError, match="does not exist"):
+        docker_config_from_connection(conn("ml_docker", host="tcp://d:2376", extra={"tls_ca": "/no/such/ca.pem"}))
 
 
 def test_docker_tls_stays_verified_unless_turned_off(ca_file: str) -> None:

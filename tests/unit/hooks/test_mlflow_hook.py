@@ -111,8 +111,10 @@ def test_verify_given_as_a_ca_file_keeps_verification_on_with_that_ca(tmp_path: 
     assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == str(ca)
     with pytest.raises(ConnectionConfigError, match="does not exist"):
         mlflow_config_from_connection(conn(host="h", extra={"verify": str(tmp_path / "missing.pem")}))
-    with pytest.raises(ConnectionConfigError, match="one of them"):
-        mlflow_config_from_connection(conn(host="h", extra={"verify": str(ca), "ca_bundle": "/etc/other.pem"}))
+    other = tmp_path / "other.pem"
+    other.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConnectionConfigError, match="different CA files"):
+        mlflow_config_from_connection(conn(host="h", extra={"verify": str(ca), "ca_bundle": str(other)}))
 
 
 def test_hooks_expose_their_default_connection() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,9 +36,17 @@ def test_ha_hosts_ports_and_tls() -> None:
     assert c.timeout == 5.0
 
 
-def test_ca_bundle_and_verify_off() -> None:
-    assert HdfsConfig.from_connection(conn(host="nn", extra={"ca_bundle": "/etc/ca.pem"})).verify == "/etc/ca.pem"
+def test_ca_bundle_and_verify_off(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert HdfsConfig.from_connection(conn(host="nn", extra={"ca_bundle": str(ca)})).verify == str(ca)
+    assert HdfsConfig.from_connection(conn(host="nn", extra={"verify": str(ca)})).verify == str(ca)
     assert HdfsConfig.from_connection(conn(host="nn", extra={"verify": False})).verify is False
+    assert HdfsConfig.from_connection(conn(host="nn", extra={"verify": "off", "ca_bundle": str(ca)})).verify is False
+    with pytest.raises(ConnectionConfigError, match="does not exist"):
+        HdfsConfig.from_connection(conn(host="nn", extra={"ca_bundle": str(tmp_path / "missing.pem")}))
+    with pytest.raises(ConnectionConfigError, match="absolute path of a CA bundle"):
+        HdfsConfig.from_connection(conn(host="nn", extra={"ca_bundle": "ca.pem"}))
 
 
 def test_token_is_kept_out_of_repr() -> None:

@@ -54,3 +54,24 @@ def test_malformed_extra_json_is_an_error_not_silent_defaults() -> None:
     with pytest.raises(ConnectionConfigError, match="JSON object"):
         connection_extra(Connection(conn_id="c", conn_type="ml_docker", extra="[1]"))
     assert connection_extra(Connection(conn_id="c", conn_type="ml_docker")) == {}
+
+
+def test_verify_and_ca_bundle_combine_into_one_setting(tmp_path: Path) -> None:
+    from airflow_ml_provider.utils.conn_extras import extra_tls_verify
+
+    ca, other = tmp_path / "ca.pem", tmp_path / "other.pem"
+    ca.write_text("x")
+    other.write_text("x")
+    assert extra_tls_verify({}, conn_id="c") is True
+    assert extra_tls_verify({"ca_bundle": str(ca)}, conn_id="c") == str(ca)
+    assert extra_tls_verify({"verify": str(ca), "ca_bundle": str(ca)}, conn_id="c") == str(ca)
+    assert extra_tls_verify({"verify": "false", "ca_bundle": str(ca)}, conn_id="c") is False  # said explicitly
+    assert extra_tls_verify(
+        {"tls_verify": "on", "tls_ca": str(ca)}, conn_id="c", verify_key="tls_verify", ca_key="tls_ca"
+    ) == str(ca)
+    with pytest.raises(ConnectionConfigError, match="different CA files"):
+        extra_tls_verify({"verify": str(ca), "ca_bundle": str(other)}, conn_id="c")
+    with pytest.raises(ConnectionConfigError, match="does not exist"):
+        extra_tls_verify({"ca_bundle": str(tmp_path / "gone.pem")}, conn_id="c")
+    with pytest.raises(ConnectionConfigError, match="absolute path"):
+        extra_tls_verify({"ca_bundle": True}, conn_id="c")
