@@ -16,18 +16,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from airflow_ml_provider.exceptions import InvalidSpecError, StorageRefusedError
 from airflow_ml_provider.storage.paths import StoragePath, parse_path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the protocol costs import time, and DAG files import this module
     from airflow_ml_provider.storage.base import FileInfo
 
+    class MarkerLookup(Protocol):
+        """The part of the storage contract a marker check uses (any :class:`Storage` has it)."""
 
-class MarkerLookup(Protocol):
-    """The part of the storage contract a marker check uses (any :class:`Storage` has it)."""
+        def describe(self) -> str: ...
 
-    def describe(self) -> str: ...
+        def stat(self, path: str) -> FileInfo | None: ...
 
-    def stat(self, path: str) -> FileInfo | None: ...
-
-    def list_dir(self, path: str) -> dict[str, FileInfo] | None: ...
+        def list_dir(self, path: str) -> dict[str, FileInfo] | None: ...
 
 
 def marker_locations(paths: str | Iterable[str], marker: str | None) -> list[StoragePath]:
