@@ -12,9 +12,10 @@ import http.client
 import ssl
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
+
+from scripts.testbed.loopback_http import LoopbackHttpServer, QuietHandler
 
 _HOP_BY_HOP = {
     "connection",
@@ -43,12 +44,7 @@ class CountingProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _forward(self) -> None:
                 split = urlsplit(self.path)
                 op = (parse_qs(split.query).get("op") or [""])[0].upper()
@@ -74,23 +70,17 @@ class CountingProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
-        scheme = "https" if tls is not None else "http"
-        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="counting-proxy", daemon=True)
+        self._http = LoopbackHttpServer(Handler, name="counting-proxy", tls=tls)
+        self.url = self._http.url
 
     def start(self) -> CountingProxy:
         """Start serving in a background thread."""
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def reset(self) -> None:
         """Forget the requests recorded so far."""

@@ -49,10 +49,11 @@ import tempfile
 import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
+
+from scripts.testbed.loopback_http import LoopbackHttpServer, QuietHandler
 
 LOGIN_PATH = "/acs/api/v1/auth/login"
 _ID_PATTERN = re.compile(r"^([a-z0-9]+(-[a-z0-9]+)*)(\.([a-z0-9]+(-[a-z0-9]+)*))*$")
@@ -317,12 +318,7 @@ class MetronomeTestServer:
         self._sandbox_root = tempfile.mkdtemp(prefix="metronome-test-")
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -360,21 +356,14 @@ class MetronomeTestServer:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
-        scheme = "https" if tls is not None else "http"
-        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="metronome-test", daemon=True
-        )
+        self._http = LoopbackHttpServer(Handler, name="metronome-test", tls=tls, poll_interval=0.05)
+        self.url = self._http.url
 
     # ----------------------------------------------------------------- life cycle and test hooks
 
     def start(self) -> MetronomeTestServer:
         """Serve in a background thread."""
-        self._thread.start()
+        self._http.start()
         return self
 
     def close(self) -> None:
@@ -388,8 +377,7 @@ class MetronomeTestServer:
             if run.process is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     run.process.wait(timeout=5)
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
         shutil.rmtree(self._sandbox_root, ignore_errors=True)
 
     def __enter__(self) -> MetronomeTestServer:
