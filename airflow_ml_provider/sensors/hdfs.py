@@ -1,4 +1,9 @@
-"""Sensor that waits until every watched path has its ``_SUCCESS`` marker."""
+"""Sensor that waits until every watched path has its ``_SUCCESS`` marker.
+
+DAG files import this module, so it imports only what the class needs: the marker logic
+(:mod:`airflow_ml_provider.storage.markers`) loads when a static argument is validated or the
+sensor runs, the hook when it runs.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_ml_provider.exceptions import MlProviderError, StorageRefusedError, StorageUnavailableError
-from airflow_ml_provider.storage.markers import marker_locations, parse_newer_than, waiting_status
 from airflow_ml_provider.utils.compat import default_deferrable
 from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from airflow.sdk import Context
 
     from airflow_ml_provider.hooks.webhdfs import HdfsHook
@@ -77,8 +83,12 @@ class HdfsSuccessSensor(BaseSensorOperator):
         self.deferrable = deferrable
         # Fail at DAG parse time for what is already known; templated values are checked after rendering.
         if not is_templated(paths) and not is_templated(marker or ""):
+            from airflow_ml_provider.storage.markers import marker_locations
+
             marker_locations(paths, marker)
         if isinstance(newer_than, str) and not is_templated(newer_than):
+            from airflow_ml_provider.storage.markers import parse_newer_than
+
             parse_newer_than(newer_than)
         self._summary = "not checked yet"
         self._last_error: str | None = None
@@ -91,12 +101,19 @@ class HdfsSuccessSensor(BaseSensorOperator):
         return HdfsHook(self.hdfs_conn_id or HdfsHook.default_conn_name)
 
     def _locations(self) -> list[StoragePath]:
+        from airflow_ml_provider.storage.markers import marker_locations
+
         return marker_locations(self.paths, self.marker)
+
+    def _newer_than(self) -> dt.datetime | None:
+        from airflow_ml_provider.storage.markers import parse_newer_than
+
+        return parse_newer_than(self.newer_than)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Check all markers once; unreachable NameNodes mean "poke again", refusals raise."""
         try:
-            report = self.hook.check_markers(self._locations(), parse_newer_than(self.newer_than))
+            report = self.hook.check_markers(self._locations(), self._newer_than())
         except StorageUnavailableError as e:
             self._last_error = str(e)
             self.log.warning("%s; poking again later", e)
@@ -118,6 +135,8 @@ class HdfsSuccessSensor(BaseSensorOperator):
             self._raise_if_permanent(e)
             raise
         except AirflowSensorTimeout as e:
+            from airflow_ml_provider.storage.markers import waiting_status
+
             raise AirflowSensorTimeout(f"{e} {waiting_status(self._summary, self._last_error)}.") from e
 
     def _raise_if_permanent(self, skip: AirflowSkipException) -> None:
@@ -132,7 +151,7 @@ class HdfsSuccessSensor(BaseSensorOperator):
         result = self.poke(context)
         if isinstance(result, PokeReturnValue) and result.is_done:
             return result.xcom_value
-        newer_than = parse_newer_than(self.newer_than)
+        newer_than = self._newer_than()
         trigger = HdfsMarkersTrigger(
             markers=[str(loc) for loc in self._locations()],
             hdfs_conn_id=self.hook.hdfs_conn_id,
