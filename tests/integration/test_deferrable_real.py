@@ -36,6 +36,14 @@ DAGS = textwrap.dedent(
     make("defer_denied", timeout=120, retries=2, soft_fail=True)
     make("defer_timeout", timeout=4, soft_fail=True)
     make("defer_token", timeout=120, retries=1, hdfs_conn_id="hdfs_token")
+
+    @dag(dag_id="bad_marker", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False,
+         params={"marker": "_SUCCESS"})
+    def _bad_marker():
+        HdfsSuccessSensor(task_id="wait", paths="file:///tmp/never", marker="{{ params.marker }}",
+                          deferrable=True, poke_interval=1, timeout=60, retries=2, soft_fail=True,
+                          retry_delay=dt.timedelta(seconds=1))
+    _bad_marker()
     """
 )
 
@@ -88,6 +96,20 @@ def test_permission_denied_while_deferred_fails_without_retry_despite_soft_fail(
     log = bed.task_log("defer_denied", run_id, "wait")
     assert "AccessControlException" in log
     assert secure in log
+
+
+def test_an_invalid_spec_found_after_templating_fails_without_retries(bed: Any) -> None:
+    """Issue 9 item 8: a templated marker with a slash is only known to be invalid when the task runs;
+    it must fail at once (InvalidSpecError is permanent), not be retried, and not be skipped by soft_fail."""
+    bed.wait_for_dag("bad_marker")
+    run_id = bed.trigger("bad_marker", conf={"marker": "sub/_SUCCESS"})
+    assert bed.wait_for_run("bad_marker", run_id, timeout=120) == "failed"
+    ti = bed.api("GET", f"/api/v2/dags/bad_marker/dagRuns/{run_id}/taskInstances/wait")
+    assert ti["state"] == "failed"
+    assert ti["try_number"] == 1
+    log = bed.task_log("bad_marker", run_id, "wait")
+    assert "plain file name" in log
+    assert "'sub/_SUCCESS'" in log
 
 
 def test_timeout_with_soft_fail_is_skipped(bed: Any, hdfs_dir: str) -> None:
