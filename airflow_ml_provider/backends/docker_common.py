@@ -1,7 +1,8 @@
 """What the Docker engine and Swarm backends share: the engine connection, log cursors, results.
 
-* :class:`DockerConfig` and :func:`make_client`: how to reach an engine (TLS with a CA, a client
-  certificate, verification on unless configured off).
+* :class:`DockerConfig` and :func:`make_client`: how to reach an engine (TLS for every ``tcp://``
+  engine unless the connection says ``tls=false``, with a CA or the system CAs, a client
+  certificate, verification on unless configured off; an unreachable engine is one line naming it).
 * Log lines by cursor: Docker's ``timestamps=True`` output is split into ``(unix_ns, line)``
   pairs (:func:`split_timestamped`), read after a cursor (:func:`lines_after`, :func:`since_for`)
   and re-split from a byte stream (:func:`iter_lines`). The docker SDK returns raw bytes and
@@ -43,6 +44,9 @@ class DockerConfig(NamedTuple):
     :param timeout: seconds per API call.
     :param stop_timeout: seconds between SIGTERM and SIGKILL when a job is cancelled.
     :param pull: ``"missing"`` (pull only an absent image), ``"always"`` or ``"never"``.
+    :param tls: ``False`` speaks plain HTTP to a ``tcp://`` engine (only ever when asked: anyone on
+        the network can then run containers on it); ``None`` (default) means TLS for ``tcp://``
+        and ``https://`` engines, plain HTTP for an ``http://`` URL.
     """
 
     base_url: str = "unix:///var/run/docker.sock"
@@ -53,17 +57,31 @@ class DockerConfig(NamedTuple):
     timeout: float = 60.0
     stop_timeout: int = 10
     pull: str = "missing"
+    tls: bool | None = None
+
+    def scheme(self) -> str:
+        """The URL scheme of ``base_url`` (``tcp`` when it has none, as the SDK reads it)."""
+        return self.base_url.partition("://")[0].lower() if "://" in self.base_url else "tcp"
 
     def uses_tls(self) -> bool:
-        """True when the engine is reached over TLS (a CA or client certificate, or ``https://``)."""
-        return bool(self.tls_ca or self.tls_cert or self.base_url.startswith("https://"))
+        """True when the engine is reached over TLS: a ``tcp://`` or ``https://`` engine unless ``tls`` is False.
+
+        A local socket (``unix://``, ``npipe://``) or ``ssh://`` never uses it; an ``http://`` URL
+        says plain HTTP itself.
+        """
+        scheme = self.scheme()
+        if scheme in ("unix", "http+unix", "npipe", "ssh"):
+            return False
+        if self.tls is not None:
+            return self.tls
+        return scheme != "http"
 
 
 def docker_tls(config: DockerConfig) -> Any:
     """The ``docker.tls.TLSConfig`` for ``config``, or ``False`` when the engine is not reached over TLS.
 
-    Verification stays on unless ``tls_verify`` is False; with ``tls_ca`` the engine's certificate
-    is verified against that CA only (the SDK then sets the session's ``verify`` to the CA path).
+    Verification stays on unless ``tls_verify`` is False: against ``tls_ca`` only when it is set
+    (the SDK then sets the session's ``verify`` to the CA path), against the system CAs otherwise.
     """
     import docker
 
@@ -73,13 +91,46 @@ def docker_tls(config: DockerConfig) -> Any:
     return docker.tls.TLSConfig(client_cert=client_cert, ca_cert=config.tls_ca, verify=bool(config.tls_verify))
 
 
-def make_client(config: DockerConfig) -> Any:
-    """A ``docker.DockerClient`` for ``config`` (TLS as :func:`docker_tls` says)."""
-    import docker
+def engine_url(config: DockerConfig) -> str:
+    """The engine as the client reaches it, for messages (``https://host:2376``, ``unix:///…``)."""
+    if config.scheme() == "tcp":
+        return ("https" if config.uses_tls() else "http") + config.base_url[len("tcp") :]
+    return config.base_url
 
-    return docker.DockerClient(
-        base_url=config.base_url, tls=docker_tls(config), timeout=int(config.timeout), version="auto"
-    )
+
+def unreachable_message(config: DockerConfig, error: BaseException) -> str:
+    """One line: which engine could not be reached, the deepest reason, and what to check."""
+    reason: BaseException = error
+    while reason.__cause__ is not None or reason.__context__ is not None:
+        reason = reason.__cause__ or reason.__context__  # type: ignore[assignment]
+    text = str(reason).splitlines()[0] if str(reason) else type(reason).__name__
+    hint = "check that the engine runs there and the connection's host and port"
+    if "WRONG_VERSION_NUMBER" in str(error) or "WRONG_VERSION_NUMBER" in text:
+        hint = (
+            "the engine answers plain HTTP, not TLS: give it a TLS certificate, or set the connection extra "
+            "tls=false to send its traffic unencrypted"
+        )
+    elif "CERTIFICATE_VERIFY_FAILED" in str(error) or "CERTIFICATE_VERIFY_FAILED" in text:
+        hint = "its certificate is not trusted: set the connection extra tls_ca to the CA that signed it"
+    return f"Could not reach the Docker engine at {engine_url(config)} ({type(reason).__name__}: {text}); {hint}."
+
+
+def make_client(config: DockerConfig) -> Any:
+    """A ``docker.DockerClient`` for ``config`` (TLS as :func:`docker_tls` says).
+
+    The client asks the engine for its API version at once; an engine that cannot be reached is
+    a :class:`BackendError` of one line naming it (not the SDK's chained tracebacks).
+    """
+    import docker
+    import docker.errors
+    import requests
+
+    try:
+        return docker.DockerClient(
+            base_url=config.base_url, tls=docker_tls(config), timeout=int(config.timeout), version="auto"
+        )
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        raise BackendError(unreachable_message(config, e)) from None
 
 
 # ------------------------------------------------------------------------------------ log lines
@@ -170,16 +221,19 @@ class _ChunkReader(io.RawIOBase):
 def read_result_archive(stream: Iterator[bytes], path: str) -> Any:
     """Parse the JSON file of a ``get_archive`` tar stream, refusing directories and large files.
 
-    The archive is read as a stream: a too-large file is refused from its header, unread.
+    The archive is read as a stream: a too-large file is refused from its header, unread. The
+    caller closes ``stream`` (:func:`close_stream`), read to the end or not.
     """
     with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(stream)), mode="r|") as tar:
         member = tar.next()
         if member is None or not member.isfile():
-            raise JobResultError(f"The job's result path {path} is not a regular file; write a JSON file there.")
+            what = "a directory, not a regular file" if member is not None and member.isdir() else "not a regular file"
+            raise JobResultError(f"The job's result path {path} is {what}; write a JSON file there.")
         if member.size > MAX_RESULT_BYTES:
             raise JobResultError(
-                f"The job's result file {path} is {member.size} bytes (limit {MAX_RESULT_BYTES}); "
-                "write large outputs to storage and return their URI instead."
+                f"The job's result file {path} is {member.size} bytes, over the limit of {MAX_RESULT_BYTES} "
+                f"bytes ({MAX_RESULT_BYTES // 1024 // 1024} MiB); write large outputs to storage and return "
+                "their URI instead."
             )
         handle = tar.extractfile(member)
         assert handle is not None
@@ -190,6 +244,18 @@ def read_result_archive(stream: Iterator[bytes], path: str) -> Any:
         raise JobResultError(
             f"The job's result file {path} is not valid JSON ({e}); first bytes: {text[:80]!r}"
         ) from None
+
+
+def close_stream(stream: Any) -> None:
+    """Close a ``get_archive`` stream we may have stopped reading (a refused or a directory result).
+
+    An unread archive stream keeps its HTTP response open, and the engine keeps the container busy
+    while it does: ``stop`` then blocks until the client's read timeout and removal fails, leaving
+    the job's container behind. Closing the generator closes its response (and its connection).
+    """
+    close = getattr(stream, "close", None)
+    if callable(close):
+        close()
 
 
 # ------------------------------------------------------------------------------- shared backend
@@ -265,7 +331,10 @@ class DockerApiBackend(ContainerBackend):
             stream, _ = container.get_archive(path)
         except docker.errors.NotFound:
             return None
-        return read_result_archive(stream, path)
+        try:
+            return read_result_archive(stream, path)
+        finally:
+            close_stream(stream)
 
     def close(self) -> None:
         if self._client_obj is not None:

@@ -6,8 +6,9 @@
   (so the scheduler only places the task on a node with room), GPUs as generic resources.
   The image is used as given: Swarm's registry digest lookup is skipped (the SDK does not
   resolve images), so locally built images on the nodes work without a registry.
-* ``status`` reads the newest task: ``complete`` → succeeded, ``failed``/``rejected`` → failed
-  with the task's exit code and error, anything before ``running`` → pending.
+* ``status`` reads the newest task: ``complete`` → succeeded, ``failed`` → failed with the
+  task's exit code and error, ``rejected`` (or failed without a container) → failed with no exit
+  code and "it never ran" with Swarm's reason, anything before ``running`` → pending.
 * ``logs`` / ``follow`` read the service's logs (``json-file`` on the nodes) by timestamp
   cursor; ``follow`` polls, because a service's log stream does not end when its job does.
 * ``result`` copies the result file out of the task's container through the engine the backend
@@ -81,6 +82,15 @@ def task_status(tasks: list[dict[str, Any]]) -> JobStatus:
         return JobStatus(RUNNING)
     if state == "complete":
         return JobStatus(SUCCEEDED, int(exit_code) if exit_code is not None else 0)
+    if state == "rejected" or not container.get("ContainerID"):
+        # No container was started (an image that cannot be found or pulled, a bad mount, no node
+        # with room): the ExitCode Swarm reports is a placeholder 0, not the job's.
+        hint = ""
+        if "no such image" in message.lower() or "pull access denied" in message.lower():
+            hint = "; check the image name and tag, and that every node has the image or can pull it"
+        reason = message or "no reason given"
+        what = "Swarm rejected its task" if state == "rejected" else f"its Swarm task ended {state} without a container"
+        return JobStatus(FAILED, None, False, f"it never ran: {what} ({reason}){hint}")
     code = int(exit_code) if exit_code is not None else None
     return JobStatus(FAILED, code, False, f"task {state}: {message}".strip(": "))
 

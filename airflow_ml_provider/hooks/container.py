@@ -13,7 +13,10 @@ connection type           host                               backend
 
 Docker/Swarm extras: ``tls_ca``, ``tls_cert``, ``tls_key`` (paths), ``tls_verify`` (default
 true; ``false`` turns verification off; a CA file path means "verify against this CA", like
-``tls_ca``), ``timeout``, ``stop_timeout``, ``pull`` (``missing``/``always``/``never``).
+``tls_ca``), ``tls`` (a ``tcp://`` engine is spoken to over TLS, verified against ``tls_ca`` or
+the system CAs; only ``false`` sends plain HTTP, an explicit choice because anyone on the network
+could then run containers: ``tls_verify=false`` keeps TLS and only skips the certificate check),
+``timeout``, ``stop_timeout``, ``pull`` (``missing``/``always``/``never``).
 Metronome: login = IAM uid, password = its password; extras ``token`` (a pre-issued token
 instead of a password), ``verify`` (default true; ``false``, or a CA bundle path), ``ca_bundle``
 (a CA bundle path), ``timeout``, ``retries``, ``backoff``. Every extra is read strictly
@@ -38,7 +41,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_ml_provider.exceptions import ConnectionConfigError
-from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_tls_verify
+from airflow_ml_provider.utils.conn_extras import connection_extra, extra_bool, extra_number, extra_tls_verify
 from airflow_ml_provider.utils.secret_refs import SecretRef
 
 if TYPE_CHECKING:
@@ -68,6 +71,17 @@ def docker_config_from_connection(conn: Any) -> Any:
     # with verification off, a tls_ca is kept: the engine is still spoken to over TLS
     tls_ca = verify if isinstance(verify, str) else (extra.get("tls_ca") or None)
     tls_verify = verify is not False
+    tls = None if extra.get("tls") in (None, "") else extra_bool(extra, "tls", True, conn_id=conn_id)
+    scheme = base_url.partition("://")[0].lower()
+    if tls is False and (scheme == "https" or tls_ca or extra.get("tls_cert") or extra.get("tls_key")):
+        raise ConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'tls' is false (plain HTTP) but the connection also gives "
+            "an https:// host or TLS files; remove tls=false, or the TLS settings."
+        )
+    if tls is True and scheme == "http":
+        raise ConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'tls' is true but the host is an http:// URL; use tcp:// or https://."
+        )
     return DockerConfig(
         base_url=base_url,
         tls_ca=tls_ca,
@@ -77,6 +91,7 @@ def docker_config_from_connection(conn: Any) -> Any:
         timeout=extra_number(extra, "timeout", 60, conn_id=conn_id, positive=True),
         stop_timeout=int(extra_number(extra, "stop_timeout", 10, conn_id=conn_id)),
         pull=pull,
+        tls=tls,
     )
 
 

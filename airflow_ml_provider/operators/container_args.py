@@ -84,6 +84,8 @@ def failure_message(where: str, status: JobStatus, tail: list[str], memory: int 
         hint = "; raise resources['memory'] or reduce the job's memory use"
     elif status.state == "gone":
         head, hint = f"{where} disappeared before it finished ({status.message})", "; something removed it"
+    elif status.exit_code is None and status.message:
+        head, hint = f"{where} failed: {status.message}", ""  # e.g. "it never ran: Swarm rejected its task (…)"
     else:
         code = "an unknown exit code" if status.exit_code is None else f"exit code {status.exit_code}"
         head, hint = f"{where} failed with {code}", ""

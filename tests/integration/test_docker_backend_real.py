@@ -114,6 +114,37 @@ def test_invalid_json_result_names_the_path(jobs: Jobs, backend: DockerBackend) 
     assert "not valid JSON" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        ("out.write_text('x' * (2 * 1024 * 1024))", r"is 2097152 bytes, over the limit of 1048576 bytes \(1 MiB\)"),
+        ("out.mkdir()\n(out / 'part-0.json').write_text('x' * (2 * 1024 * 1024))", "is a directory, not a regular"),
+    ],
+    ids=["oversized", "directory"],
+)
+def test_refused_result_leaves_no_container_and_fails_fast(
+    jobs: Jobs, backend: DockerBackend, script: str, error: str
+) -> None:
+    """Issue 9 item 10: the operator removes the job while the result error propagates; an unread
+    archive stream used to keep the container busy, so ``stop`` waited for the 60 s read timeout
+    and the container was left behind."""
+    handle, status = jobs.run(RESULT + script)
+    assert status.state == SUCCEEDED
+    started = time.monotonic()
+    with pytest.raises(JobResultError, match=error):
+        read_then_remove(backend, handle)
+    assert time.monotonic() - started < 15
+    assert containers_named(backend, handle.key) == []
+
+
+def read_then_remove(backend: DockerBackend, handle: JobHandle) -> None:
+    """What the operator's ``_finish`` does: read the result, remove the job while any error is in flight."""
+    try:
+        backend.result(handle, "/airflow/xcom/result.json")
+    finally:
+        backend.cancel(handle)
+
+
 def test_exit_code_3_is_failed(jobs: Jobs) -> None:
     _, status = jobs.run("import sys; print('bad input', file=sys.stderr); sys.exit(3)")
     assert status.state == FAILED

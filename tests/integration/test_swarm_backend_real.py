@@ -95,6 +95,19 @@ def test_exit_3_is_failed_with_the_schedulers_message(services: Services) -> Non
     assert "non-zero exit (3)" in status.message
 
 
+def test_a_missing_image_says_the_job_never_ran_and_why(services: Services, backend: SwarmBackend) -> None:
+    """Issue 9 item 13: a task rejected for a missing image used to read "failed with exit code 0"."""
+    from airflow_ml_provider.operators.container_args import failure_message
+
+    image = f"airflow-ml-provider/absent:{uuid.uuid4().hex[:8]}"
+    handle, status = services.run("print(1)", image=image)
+    assert (status.state, status.exit_code) == (FAILED, None)
+    assert f"it never ran: Swarm rejected its task (No such image: {image})" in status.message
+    text = failure_message(backend.describe(handle), status, [], None)
+    assert "exit code" not in text
+    assert "check the image name and tag" in text
+
+
 def test_oom_kill_is_reported(services: Services) -> None:
     _, status = services.run("x = b'x' * (200 * 1024 * 1024)", resources=ResourceSpec.of(memory="64Mi"))
     assert status.state == FAILED

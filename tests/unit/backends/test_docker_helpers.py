@@ -41,6 +41,7 @@ from airflow_ml_provider.backends.docker_common import (
 from airflow_ml_provider.backends.docker_engine import DockerBackend, docker_state
 from airflow_ml_provider.backends.swarm import SwarmBackend, task_status
 from airflow_ml_provider.exceptions import BackendError, JobExistsError, JobResultError
+from airflow_ml_provider.operators.container_args import failure_message
 from airflow_ml_provider.utils.resources import ResourceSpec
 
 #: 2026-11-23T16:20:21Z in nanoseconds.
@@ -241,7 +242,9 @@ def test_read_result_archive_invalid_json_names_the_path() -> None:
 
 def test_read_result_archive_too_big() -> None:
     big = b'"' + b"x" * MAX_RESULT_BYTES + b'"'
-    with pytest.raises(JobResultError, match=r"/out/r\.json is \d+ bytes \(limit 1048576\)") as e:
+    with pytest.raises(
+        JobResultError, match=r"/out/r\.json is \d+ bytes, over the limit of 1048576 bytes \(1 MiB\)"
+    ) as e:
         read_result_archive(chunked(tar_of([("r.json", big)]), 65536), "/out/r.json")
     assert "URI" in str(e.value)
     exactly = b'"' + b"x" * (MAX_RESULT_BYTES - 2) + b'"'
@@ -249,7 +252,7 @@ def test_read_result_archive_too_big() -> None:
 
 
 def test_read_result_archive_not_a_regular_file() -> None:
-    with pytest.raises(JobResultError, match="is not a regular file"):
+    with pytest.raises(JobResultError, match="is a directory, not a regular file"):
         read_result_archive(iter([tar_of([("result.json", None)])]), "/airflow/xcom/result.json")
 
 
@@ -350,6 +353,18 @@ def test_task_status_failed_with_exit_code_and_err() -> None:
     assert "rejected" in rejected.message
     assert "No such image" in rejected.message
     assert task_status([task("shutdown")]).state == FAILED
+
+
+def test_task_status_rejected_task_never_ran_and_has_no_exit_code() -> None:
+    """Issue 9 item 13: Swarm reports a placeholder ExitCode 0 with no container for a rejected task."""
+    rejected = task("rejected", Err="No such image: nope:1", Message="preparing")
+    rejected["Status"]["ContainerStatus"] = {"ContainerID": "", "PID": 0, "ExitCode": 0}
+    got = task_status([rejected])
+    assert (got.state, got.exit_code) == (FAILED, None)
+    assert got.message.startswith("it never ran: Swarm rejected its task (No such image: nope:1); check the image")
+    text = failure_message("swarm service k (abc)", got, [], None)
+    assert text.startswith("swarm service k (abc) failed: it never ran: Swarm rejected its task (No such image")
+    assert "exit code" not in text
 
 
 def test_task_status_newest_task_wins() -> None:

@@ -238,6 +238,40 @@ def test_docker_tls_stays_verified_unless_turned_off(ca_file: str) -> None:
     assert off.verify is False
 
 
+def test_a_tcp_engine_without_tls_files_still_gets_verified_tls() -> None:
+    """Issue 9 item 11: no tls_ca/tls_cert used to mean plain HTTP to port 2376."""
+    for host in ("tcp://d:2376", "d"):
+        config = docker_config_from_connection(conn("ml_docker", host=host))
+        tls = docker_tls(config)
+        assert (tls.ca_cert, tls.cert, tls.verify) == (None, None, True)  # verify=True: the system CAs
+    unverified = docker_tls(docker_config_from_connection(conn("ml_docker", host="d", extra={"tls_verify": False})))
+    assert unverified.verify is False  # tls_verify=false skips the check, it does not turn TLS off
+
+
+@pytest.mark.parametrize(
+    ("host", "extra"), [("tcp://d:2375", {"tls": False}), ("d", {"tls": "false"}), ("http://d:2375", {})]
+)
+def test_plain_http_only_when_the_connection_says_so(host: str, extra: dict[str, Any]) -> None:
+    config = docker_config_from_connection(conn("ml_docker", host=host, extra=extra))
+    assert docker_tls(config) is False
+    assert config.uses_tls() is False
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "needle"),
+    [
+        ("tcp://d:2376", {"tls": "nope"}, "'tls'"),
+        ("tcp://d:2376", {"tls": False, "tls_ca": "CA"}, "tls=false"),
+        ("https://d:2376", {"tls": False}, "tls=false"),
+        ("http://d:2375", {"tls": True}, "http://"),
+    ],
+)
+def test_contradictory_tls_settings_are_refused(host: str, extra: dict[str, Any], needle: str, ca_file: str) -> None:
+    extra = {k: (ca_file if v == "CA" else v) for k, v in extra.items()}
+    with pytest.raises(ConnectionConfigError, match=needle):
+        docker_config_from_connection(conn("ml_docker", host=host, extra=extra))
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
