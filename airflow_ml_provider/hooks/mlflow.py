@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 from functools import cached_property
@@ -110,6 +111,46 @@ SCOPED_VARIABLES = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_REGISTRY_URI",
 )
+
+
+#: Signs, in an exception chain's texts, of a request that never got an HTTP answer.
+_UNREACHABLE = re.compile(
+    r"NewConnectionError|ConnectTimeoutError|NameResolutionError|Failed to establish a new connection|"
+    r"Connection refused|Connection reset|Connection aborted|RemoteDisconnected|Name or service not known"
+)
+_NO_ANSWER = re.compile(r"ReadTimeoutError|Read timed out")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not e for e in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def connection_failure(error: BaseException) -> str | None:
+    """Why no MLflow server answered, if ``error`` comes from a request that got no HTTP answer.
+
+    MLflow reports a refused connection, an unknown host or a timeout as ``INTERNAL_ERROR``
+    ("API request to … failed with exception …") after its retries; nothing answered at all.
+    Returns a short reason (``"[Errno 111] Connection refused"``, ``"no answer within the
+    timeout"``), or ``None`` when a server did answer (then its error code means something).
+    """
+    chain = _chain(error)
+    text = " ".join(str(e) for e in chain)
+    names = {cls.__name__ for e in chain for cls in type(e).__mro__}
+    if "ReadTimeout" in names or "ReadTimeoutError" in names or _NO_ANSWER.search(text):
+        return "no answer within the timeout"
+    connection_types = {"ConnectionError", "ConnectTimeout", "NewConnectionError", "NameResolutionError"}
+    if not (names & connection_types or _UNREACHABLE.search(text)):
+        return None
+    for e in reversed(chain):  # the innermost socket error says it best: "[Errno 111] Connection refused"
+        if isinstance(e, OSError) and type(e).__module__ == "builtins" and str(e):
+            return str(e).strip().splitlines()[0][:200].rstrip(".")
+    found = _UNREACHABLE.search(text)
+    return found.group(0) if found else "the connection failed"
 
 
 def mlflow_config_from_connection(conn: Any) -> MlflowConfig:
@@ -225,4 +266,7 @@ class MlflowHook(BaseHook):
                 self.get_client().search_experiments(max_results=1)
             return True, f"MLflow at {self.config.tracking_uri} answered"
         except Exception as e:  # noqa: BLE001  # test_connection reports, it does not raise
+            reason = connection_failure(e)
+            if reason is not None:
+                return False, f"The MLflow server at {self.config.tracking_uri} was unreachable ({reason})"
             return False, f"{type(e).__name__}: {e}"

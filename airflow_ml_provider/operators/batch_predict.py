@@ -73,7 +73,9 @@ class MlflowBatchPredictOperator(BaseOperator):
        written into ``<output_path>.tmp-<uuid>``, which is then renamed to ``output_path``; an
        existing output is first renamed aside and deleted only after the new one is in place.
        ``_SUCCESS`` is written last. On any error the temporary directory is removed and nothing
-       is written.
+       is written. An input whose files have no rows gives one empty part with the output columns
+       and types (passthrough columns, then the prediction column(s) typed by the model's output
+       schema, ``float64`` without one), with a warning.
 
     :param model_uri: templated; ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or
         ``runs:/<run_id>/<path>``.
@@ -218,8 +220,18 @@ class MlflowBatchPredictOperator(BaseOperator):
                     staging.publish()
             except OSError as e:  # a part written by pyarrow or Spark to local disk: permissions, space
                 raise MlProviderError(
-                    f"Scoring into {target.location(dst.path)} failed: {type(e).__name__}: {e}. Nothing was written."
+                    f"Scoring into {target.location(dst.path)} failed: {type(e).__name__}: {str(e).rstrip('.')}. "
+                    "Nothing was written."
                 ) from e
+        if rows == 0:
+            self.log.warning(
+                "input_path=%r (%s) has no rows in its %d file(s): %s holds one empty Parquet file with the "
+                "output columns. Check the upstream task if data was expected.",
+                self.input_path,
+                source.location(src.path),
+                len(files),
+                target.location(dst.path),
+            )
         where = f" on Spark ({self.spark_master})" if self.engine == "spark" else ""
         return self._finished(rows, len(files), parts, target.location(dst.path) + where, started)
 
@@ -330,7 +342,7 @@ class MlflowBatchPredictOperator(BaseOperator):
             except (ValueError, OSError) as e:
                 raise InvalidSpecError(
                     f"Input file {storage.location(file.path)} is not a readable Parquet file: "
-                    f"{first_line(str(e), 500)}. "
+                    f"{first_line(str(e), 500).rstrip('.')}. "
                     "Remove it from input_path or name it with a leading '_' so it is skipped."
                 ) from None
             present = [n for n in file_schema.names] + [k for k, _ in file.partitions if k not in file_schema.names]

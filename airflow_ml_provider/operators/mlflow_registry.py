@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_ml_provider.exceptions import InvalidSpecError, ModelRegistryError
-from airflow_ml_provider.operators.mlflow_common import MlflowOperator, check_name, explain_mlflow_error
+from airflow_ml_provider.operators.mlflow_common import MlflowOperator, check_name
 from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -21,8 +21,13 @@ if TYPE_CHECKING:
 #: Version tag holding the source a version was registered from (what makes a retry idempotent).
 TAG_SOURCE = "airflow.source_uri"
 TAG_GATE = "airflow.gate"
+#: Registered-model tag prefix: ``airflow.alias.<alias>`` holds the version this operator last gave
+#: the alias. It outlives the version (MLflow drops a deleted version's aliases), so a vanished
+#: champion can be told apart from a model that never had one.
+TAG_ALIAS = "airflow.alias"
 
 __all__ = [
+    "TAG_ALIAS",
     "TAG_GATE",
     "TAG_SOURCE",
     "MlflowPromoteModelOperator",
@@ -118,7 +123,7 @@ class MlflowRegisterModelOperator(MlflowOperator):
         try:
             versions = client.search_model_versions(f"name='{self.name}'")
         except MlflowException as e:
-            raise explain_mlflow_error(e, f"Searching versions of {self.name!r}") from None
+            raise self.explain(e, f"Searching versions of {self.name!r}") from None
         for mv in versions:
             if (mv.tags or {}).get(TAG_SOURCE) == self.model_uri and mv.status != "FAILED_REGISTRATION":
                 return str(mv.version)
@@ -134,13 +139,13 @@ class MlflowRegisterModelOperator(MlflowOperator):
             created_model = True
         except MlflowException as e:
             if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise explain_mlflow_error(e, f"Creating registered model {self.name!r}") from None
+                raise self.explain(e, f"Creating registered model {self.name!r}") from None
         try:
             mv = mlflow.register_model(self.model_uri, self.name, await_registration_for=0, tags=tags)
         except MlflowException as e:
             if created_model:
                 self._drop_empty_model(client)
-            raise explain_mlflow_error(e, f"Registering {self.model_uri} as {self.name!r}") from None
+            raise self.explain(e, f"Registering {self.model_uri} as {self.name!r}") from None
         if self.description:
             client.update_model_version(self.name, mv.version, description=self.description)
         return str(mv.version)
@@ -160,9 +165,8 @@ class MlflowRegisterModelOperator(MlflowOperator):
             if mv.status == "READY":
                 return mv
             if mv.status == "FAILED_REGISTRATION":
-                raise ModelRegistryError(
-                    f"Version {version} of {self.name!r} failed registration: {mv.status_message or 'no reason given'}."
-                )
+                why = (mv.status_message or "no reason given").rstrip(".")
+                raise ModelRegistryError(f"Version {version} of {self.name!r} failed registration: {why}.")
             if time.monotonic() > deadline:
                 raise ModelRegistryError(
                     f"Version {version} of {self.name!r} is still {mv.status} after {self.await_ready_timeout:.0f} s."
@@ -181,6 +185,13 @@ class MlflowPromoteModelOperator(MlflowOperator):
     as version tags (``airflow.gate.*``) on the candidate. Metrics are read from the version's
     run, or from its logged model when the version has no run.
 
+    When the alias holds no version although the model has other versions (its version was
+    deleted, which removes its aliases in MLflow, or someone removed the alias), the reason and a
+    warning say so, naming the version that held it when this operator set it (recorded in the
+    registered-model tag ``airflow.alias.<alias>``). By default the candidate is then promoted
+    without a comparison (as for a first version); with ``compare_with_best_if_no_champion`` it
+    must beat the best ``gate_metric`` among the other existing versions instead.
+
     Returns (XCom) ``{"name", "version", "promoted", "alias", "model_uri", "previous_version",
     "candidate_metric", "champion_metric", "reason"}`` — branch on ``promoted`` (e.g. skip the
     deploy with ``@task.branch`` or ``@task.short_circuit``).
@@ -192,6 +203,9 @@ class MlflowPromoteModelOperator(MlflowOperator):
     :param higher_is_better: direction of ``gate_metric``.
     :param min_improvement: margin the candidate must beat the champion by (absolute, >= 0).
     :param challenger_alias: alias given to a candidate that did not win.
+    :param compare_with_best_if_no_champion: with ``gate_metric``, when ``alias`` holds no version,
+        compare the candidate against the best other existing version (by ``gate_metric``; versions
+        without it are skipped) instead of promoting it unconditionally. Default ``False``.
     :param mlflow_conn_id: the ``ml_mlflow`` connection.
     """
 
@@ -207,6 +221,7 @@ class MlflowPromoteModelOperator(MlflowOperator):
         higher_is_better: bool = True,
         min_improvement: float = 0.0,
         challenger_alias: str = "challenger",
+        compare_with_best_if_no_champion: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -219,6 +234,15 @@ class MlflowPromoteModelOperator(MlflowOperator):
             raise InvalidSpecError(f"min_improvement={min_improvement!r} must be a number >= 0, e.g. 0.01.")
         if isinstance(version, int) and version < 1:
             raise InvalidSpecError(f"version={version!r} must be a registered version number >= 1.")
+        if not isinstance(compare_with_best_if_no_champion, bool):
+            raise InvalidSpecError(
+                f"compare_with_best_if_no_champion={compare_with_best_if_no_champion!r} must be True or False."
+            )
+        if compare_with_best_if_no_champion and not gate_metric:
+            raise InvalidSpecError(
+                "compare_with_best_if_no_champion=True needs gate_metric, the metric to compare, "
+                "e.g. gate_metric='rmse'."
+            )
         self.name = name
         self.version = str(version) if isinstance(version, int) else version
         self.alias = alias
@@ -226,6 +250,7 @@ class MlflowPromoteModelOperator(MlflowOperator):
         self.higher_is_better = higher_is_better
         self.min_improvement = float(min_improvement)
         self.challenger_alias = challenger_alias
+        self.compare_with_best_if_no_champion = compare_with_best_if_no_champion
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Decide, move the alias, record the decision; see the class docstring."""
@@ -241,7 +266,7 @@ class MlflowPromoteModelOperator(MlflowOperator):
             try:
                 candidate = client.get_model_version(self.name, version)
             except MlflowException as e:
-                raise explain_mlflow_error(e, f"Version {version} of model {self.name!r}") from None
+                raise self.explain(e, f"Version {version} of model {self.name!r}") from None
             champion = self._current(client)
             decision = self._decide(client, candidate, champion)
             target = self.alias if decision["promoted"] else self.challenger_alias
@@ -253,8 +278,10 @@ class MlflowPromoteModelOperator(MlflowOperator):
                 client.set_model_version_tag(
                     self.name, version, f"{TAG_GATE}.decision", "promoted" if decision["promoted"] else "challenger"
                 )
+                if decision["promoted"]:
+                    client.set_registered_model_tag(self.name, f"{TAG_ALIAS}.{self.alias}", version)
             except MlflowException as e:
-                raise explain_mlflow_error(e, f"Setting alias {target!r} on {self.name!r} version {version}") from None
+                raise self.explain(e, f"Setting alias {target!r} on {self.name!r} version {version}") from None
         result = {
             "name": self.name,
             "version": version,
@@ -276,7 +303,7 @@ class MlflowPromoteModelOperator(MlflowOperator):
                 # No such alias yet (MLflow answers INVALID_PARAMETER_VALUE on some stores) - but the
                 # model itself must exist, or the candidate lookup above would already have failed.
                 return None
-            raise explain_mlflow_error(e, f"Alias {self.alias!r} of {self.name!r}") from None
+            raise self.explain(e, f"Alias {self.alias!r} of {self.name!r}") from None
 
     def _metric(self, client: Any, mv: Any) -> float:
         metric = str(self.gate_metric)
@@ -296,19 +323,79 @@ class MlflowPromoteModelOperator(MlflowOperator):
     def _decide(self, client: Any, candidate: Any, champion: Any) -> dict[str, Any]:
         decision: dict[str, Any] = {"candidate_metric": None, "champion_metric": None}
         if champion is None:
-            if self.gate_metric:
-                decision["candidate_metric"] = self._metric(client, candidate)
-            return {**decision, "promoted": True, "reason": f"no @{self.alias} yet: the first version becomes it"}
+            return self._decide_without_champion(client, candidate)
         if str(champion.version) == str(candidate.version):
             return {**decision, "promoted": True, "reason": f"already @{self.alias}"}
         if not self.gate_metric:
             return {**decision, "promoted": True, "reason": "no gate"}
         new, old = self._metric(client, candidate), self._metric(client, champion)
+        return self._compare(new, old, f"@{self.alias} v{champion.version}")
+
+    def _compare(self, new: float, old: float, against: str, prefix: str = "") -> dict[str, Any]:
         gain = (new - old) if self.higher_is_better else (old - new)
         promoted = gain > self.min_improvement
         better = "higher" if self.higher_is_better else "lower"
         reason = (
-            f"{self.gate_metric} {new:.6g} vs @{self.alias} v{champion.version} {old:.6g} "
+            f"{prefix}{self.gate_metric} {new:.6g} vs {against} {old:.6g} "
             f"({better} is better, margin {self.min_improvement:g}): {'wins' if promoted else 'does not win'}"
         )
         return {"candidate_metric": new, "champion_metric": old, "promoted": promoted, "reason": reason}
+
+    def _decide_without_champion(self, client: Any, candidate: Any) -> dict[str, Any]:
+        """No version holds the alias: say why (first version, or the holder is gone), then promote,
+        or compare with the best other version (``compare_with_best_if_no_champion``)."""
+        from mlflow.exceptions import MlflowException
+
+        alias, own = self.alias, str(candidate.version)
+        try:
+            existing = [mv for mv in client.search_model_versions(f"name='{self.name}'") if str(mv.version) != own]
+            recorded = (client.get_registered_model(self.name).tags or {}).get(f"{TAG_ALIAS}.{alias}")
+        except MlflowException as e:
+            raise self.explain(e, f"Versions of {self.name!r}") from None
+        numbers = {str(mv.version) for mv in existing}
+        deleted = [str(n) for n in range(1, int(own)) if str(n) not in numbers]
+        if recorded and recorded != own and recorded not in numbers:
+            what = (
+                f"@{alias} is gone: it pointed at version {recorded}, which no longer exists (deleting a "
+                "version removes its aliases)"
+            )
+        elif recorded and recorded != own:
+            what = f"@{alias} is gone: it was removed from version {recorded}, which still exists"
+        elif deleted:
+            what = f"no version holds @{alias}; versions {', '.join(deleted)} were deleted (one may have held it)"
+        else:
+            what = f"no @{alias} yet"
+        candidate_metric = self._metric(client, candidate) if self.gate_metric else None
+        gone = what != f"no @{alias} yet"
+        if not existing or not self.compare_with_best_if_no_champion:
+            if gone and existing:
+                self.log.warning(
+                    "%s: %s; version %s becomes @%s without a comparison. Set compare_with_best_if_no_champion"
+                    "=True (with gate_metric) to compare it with the best existing version instead.",
+                    self.name, what, own, alias,
+                )  # fmt: skip
+            becomes = "the first version becomes it" if own == "1" else f"version {own} becomes it"
+            return {
+                "candidate_metric": candidate_metric,
+                "champion_metric": None,
+                "promoted": True,
+                "reason": f"{what}: {becomes}{' without a comparison' if existing else ''}",
+            }
+        assert candidate_metric is not None  # compare_with_best_if_no_champion requires gate_metric
+        scored = []
+        for mv in existing:
+            if mv.status != "READY":
+                continue
+            try:
+                scored.append((self._metric(client, mv), str(mv.version)))
+            except (ModelRegistryError, MlflowException):
+                self.log.info("Version %s of %s has no %s; not compared.", mv.version, self.name, self.gate_metric)
+        if not scored:
+            return {
+                "candidate_metric": candidate_metric,
+                "champion_metric": None,
+                "promoted": True,
+                "reason": f"{what}, and none has a finite {self.gate_metric}: version {own} becomes it",
+            }
+        best_value, best_version = (max if self.higher_is_better else min)(scored, key=lambda pair: pair[0])
+        return self._compare(candidate_metric, best_value, f"the best existing version v{best_version}", f"{what}; ")

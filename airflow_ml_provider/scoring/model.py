@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
@@ -49,11 +52,11 @@ def load_model(model_uri: str, mlflow_conn_id: str, model_dir: str) -> PyFuncMod
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    from airflow_ml_provider.hooks.mlflow import MlflowHook
+    from airflow_ml_provider.hooks.mlflow import MlflowHook, connection_failure
 
     hook = MlflowHook(mlflow_conn_id)
     os.makedirs(model_dir, exist_ok=True)
-    with hook.scoped():
+    with hook.scoped(), _quiet_deprecated_airflow_imports():
         try:
             model = mlflow.pyfunc.load_model(model_uri, dst_path=model_dir)
         except MlflowException as e:
@@ -63,10 +66,16 @@ def load_model(model_uri: str, mlflow_conn_id: str, model_dir: str) -> PyFuncMod
             )
             if not_found:
                 raise InvalidSpecError(
-                    f"model_uri={model_uri!r} was not found in {where}: {first_line(e.message, 500)}. "
+                    f"model_uri={model_uri!r} was not found in {where}: {first_line(e.message, 500).rstrip('.')}. "
                     "Check the model name and the alias or version in the MLflow UI (or set the alias, "
                     "e.g. MlflowClient().set_registered_model_alias(name, 'champion', version))."
                 ) from None
+            unreachable = connection_failure(e)
+            if unreachable is not None:
+                raise MlProviderError(
+                    f"Loading model_uri={model_uri!r}: {where} was unreachable ({unreachable}); nothing "
+                    f"answered. Check that it is running and that connection {mlflow_conn_id!r} points at it."
+                ) from e
             raise MlProviderError(
                 f"Loading model_uri={model_uri!r} from {where} failed: {e.error_code}: {first_line(e.message, 500)}"
             ) from e
@@ -75,6 +84,24 @@ def load_model(model_uri: str, mlflow_conn_id: str, model_dir: str) -> PyFuncMod
                 f"Loading model_uri={model_uri!r} failed: {type(e).__name__}: {first_line(str(e), 500)}"
             ) from e
     return model
+
+
+@contextlib.contextmanager
+def _quiet_deprecated_airflow_imports() -> Iterator[None]:
+    """Ignore Airflow's ``DeprecatedImportWarning`` (and only it) for the block.
+
+    skops, which loads MLflow 3's scikit-learn models, looks objects up by scanning every module
+    in ``sys.modules``; each of Airflow's deprecated shim modules (``airflow.utils.timezone``, …)
+    answers with a warning, about a thousand lines per model load in a task log.
+    """
+    with warnings.catch_warnings():
+        try:
+            from airflow.utils.deprecation_tools import DeprecatedImportWarning
+        except ImportError:  # an Airflow without the shims: nothing to silence
+            pass
+        else:
+            warnings.filterwarnings("ignore", category=DeprecatedImportWarning)
+        yield
 
 
 def model_root(model_dir: str) -> str:

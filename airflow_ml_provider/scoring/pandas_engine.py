@@ -50,7 +50,9 @@ def score_plans(
 ) -> int:
     """Score every planned file into one part file each in ``staging``; return the rows scored.
 
-    Files with no rows produce no part. Part names are ``part-00000.parquet``, ``part-00001…``.
+    Files with no rows produce no part; when no file has a row, one empty part with the output
+    schema is written (:func:`empty_output`), so readers still see the columns and their types.
+    Part names are ``part-00000.parquet``, ``part-00001…``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -88,7 +90,60 @@ def score_plans(
             finally:
                 if writer is not None:
                     writer.close()
+    if not staging.parts and plans:
+        empty = empty_output(model, source, plans[0], prediction_column)
+        with staging.part("part-00000.parquet") as part_path:
+            pq.write_table(empty, part_path)
     return total
+
+
+def empty_output(model: PyFuncModel, source: Storage, plan: Plan, prediction_column: str) -> pa.Table:
+    """A 0-row table with the output columns of ``plan``: the passthrough columns with the input
+    file's types (partition keys as strings), then the prediction column(s) (:func:`prediction_fields`)."""
+    import pyarrow as pa
+
+    stored = source.read_schema(plan.file)
+    fields = [stored.field(c) if c in stored.names else pa.field(c, pa.string()) for c in plan.passthrough]
+    return pa.schema([*fields, *prediction_fields(model, prediction_column)]).empty_table()
+
+
+def prediction_fields(model: PyFuncModel, prediction_column: str) -> list[pa.Field]:
+    """The prediction column(s) the model's output schema announces, named as :func:`predict_chunk`
+    names them: one column, or ``<prediction_column>_<name>`` per named column; a 2-d tensor output
+    is a fixed-size list. ``float64`` when the model has no output schema or one this cannot map."""
+    import numpy as np
+    import pyarrow as pa
+    from mlflow.types import DataType
+
+    def arrow_type(dtype: Any) -> pa.DataType | None:
+        if not isinstance(dtype, np.dtype):
+            return None
+        if dtype.kind in "OUS":
+            return pa.string() if dtype.kind in "OU" else pa.binary()
+        try:
+            return pa.from_numpy_dtype(dtype)
+        except (pa.ArrowNotImplementedError, NotImplementedError, TypeError):
+            return None
+
+    fallback = [pa.field(prediction_column, pa.float64())]
+    schema = model.metadata.get_output_schema()
+    if schema is None or not schema.inputs:
+        return fallback
+    specs = schema.inputs
+    if schema.is_tensor_spec():
+        if len(specs) != 1:
+            return fallback
+        base, shape = arrow_type(specs[0].type), tuple(specs[0].shape)
+        if base is None:
+            return fallback
+        if len(shape) == 2 and shape[1] > 1:
+            return [pa.field(prediction_column, pa.list_(base, shape[1]))]
+        return [pa.field(prediction_column, base)]
+    types = [arrow_type(s.type.to_numpy()) if isinstance(s.type, DataType) else None for s in specs]
+    if len(specs) == 1:
+        return [pa.field(prediction_column, types[0] or pa.float64())]
+    names = [s.name if s.name is not None else str(i) for i, s in enumerate(specs)]
+    return [pa.field(f"{prediction_column}_{n}", t or pa.float64()) for n, t in zip(names, types, strict=True)]
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -110,12 +165,12 @@ def predict_chunk(
         raw = model.predict(frame)
     except MlflowException as e:
         raise InvalidSpecError(
-            f"The model {model_uri} rejected {span}: {first_line(e.message, 500)}. Fix the input's column "
+            f"The model {model_uri} rejected {span}: {first_line(e.message, 500).rstrip('.')}. Fix the input's column "
             "types to match the model signature. Nothing was written."
         ) from e
     except Exception as e:
         raise MlProviderError(
-            f"The model {model_uri} failed on {span}: {type(e).__name__}: {first_line(str(e), 500)}. "
+            f"The model {model_uri} failed on {span}: {type(e).__name__}: {first_line(str(e), 500).rstrip('.')}. "
             "Nothing was written."
         ) from e
 

@@ -108,7 +108,7 @@ def spark_session(master: str, conf: dict[str, Any] | None, app_name: str, log: 
     except Exception as e:
         raise MlProviderError(
             f"Starting Spark with spark_master={master!r} failed: {type(e).__name__}: "
-            f"{first_line(str(e), 500)}. Check that Java is installed and the master is reachable."
+            f"{first_line(str(e), 500).rstrip('.')}. Check that Java is installed and the master is reachable."
         ) from e
     finally:
         if own_python:
@@ -219,5 +219,5 @@ def spark_error(e: Exception, model_uri: str) -> MlProviderError:
             "match the model signature. Nothing was written."
         )
     return MlProviderError(
-        f"Scoring with {model_uri} on Spark failed: {type(e).__name__}: {cause}. Nothing was written."
+        f"Scoring with {model_uri} on Spark failed: {type(e).__name__}: {cause.rstrip('.')}. Nothing was written."
     )

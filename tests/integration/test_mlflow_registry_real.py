@@ -158,3 +158,76 @@ def test_unreachable_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ModelRegistryError, match=r"127\.0\.0\.1:9|Connection|connect"):
         register(f"pricing-{uuid.uuid4().hex[:8]}", f"runs:/{uuid.uuid4().hex}/model")
     assert [name for name in SCOPED_VARIABLES if name in os.environ] == []
+
+
+def test_a_server_that_is_down_is_reported_unreachable_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens on the port: MLflow itself says INTERNAL_ERROR after its retries; the
+    operators say the server was unreachable, name its URI and the connection, and never print ".."."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    conn = {"conn_type": "ml_mlflow", "host": uri, "extra": {"max_retries": 1, "timeout": 5}}
+    monkeypatch.setenv("AIRFLOW_CONN_ML_MLFLOW_DOWN", json.dumps(conn))
+    for name in SCOPED_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    operators = [
+        MlflowRegisterModelOperator(
+            task_id="r", name="m", model_uri="runs:/abc/model", mlflow_conn_id="ml_mlflow_down"
+        ),
+        MlflowPromoteModelOperator(task_id="p", name="m", version="1", mlflow_conn_id="ml_mlflow_down"),
+    ]
+    for operator in operators:
+        with pytest.raises(ModelRegistryError) as e:
+            operator.execute(ctx())
+        message = str(e.value)
+        assert f"the MLflow server at {uri} was unreachable" in message, message
+        assert "Connection refused" in message
+        assert "'ml_mlflow_down'" in message
+        assert "INTERNAL_ERROR" not in message
+        assert ".." not in message
+    ok, text = MlflowHook("ml_mlflow_down").test_connection()
+    assert not ok
+    assert text.startswith(f"The MLflow server at {uri} was unreachable ("), text
+
+
+def test_a_deleted_champion_is_named_and_can_gate_against_the_best_version(mlflow_conn: str) -> None:
+    """Deleting the champion's version removes @champion in MLflow. The next promotion says so
+    (not "first version"); with compare_with_best_if_no_champion it must beat the best existing version."""
+    name = f"pricing-{uuid.uuid4().hex[:8]}"
+    v = {rmse: register(name, f"runs:/{train(rmse)[0]}/model")["version"] for rmse in (1.0, 0.5, 0.9)}
+    promote(name, v[1.0])
+    assert promote(name, v[0.5])["promoted"] is True
+    client = MlflowHook().get_client()
+    with MlflowHook().scoped():
+        client.delete_model_version(name, v[0.5])
+
+    # default: promoted as before, but the reason says what happened
+    plain = promote(name, v[0.9])
+    assert plain["promoted"] is True
+    assert plain["previous_version"] is None
+    assert f"@champion is gone: it pointed at version {v[0.5]}, which no longer exists" in plain["reason"]
+    assert "without a comparison" in plain["reason"]
+    assert "first version" not in plain["reason"]
+    assert ".." not in plain["reason"]
+
+    # gate mode: @champion (now v[0.9]) deleted too; the best left is v[1.0] (rmse 1.0)
+    with MlflowHook().scoped():
+        client.delete_model_version(name, v[0.9])
+    worse = register(name, f"runs:/{train(1.2)[0]}/model")["version"]
+    lost = promote(name, worse, compare_with_best_if_no_champion=True)
+    assert lost["promoted"] is False
+    assert lost["alias"] == "challenger"
+    assert (lost["candidate_metric"], lost["champion_metric"]) == (1.2, 1.0)
+    assert f"it pointed at version {v[0.9]}, which no longer exists" in lost["reason"]
+    assert f"the best existing version v{v[1.0]}" in lost["reason"]
+    assert lost["reason"].endswith("does not win")
+    better = register(name, f"runs:/{train(0.7)[0]}/model")["version"]
+    won = promote(name, better, compare_with_best_if_no_champion=True)
+    assert won["promoted"] is True
+    assert won["champion_metric"] == 1.0
+    with MlflowHook().scoped():
+        assert client.get_model_version_by_alias(name, "champion").version == better
+        assert client.get_model_version(name, better).tags["airflow.gate.decision"] == "promoted"

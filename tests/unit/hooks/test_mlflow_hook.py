@@ -170,3 +170,38 @@ def test_hook_scope_sets_uris_and_masks_the_password(monkeypatch: pytest.MonkeyP
         assert os.environ["MLFLOW_TRACKING_PASSWORD"] == TOKEN
     assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
     assert TOKEN in masked
+
+
+def test_connection_failure_tells_no_answer_from_an_answer() -> None:
+    """A refused connection or a read timeout under MLflow's INTERNAL_ERROR is "nothing answered";
+    a server that answered (even with 500s until MLflow gave up) is not."""
+    from mlflow.exceptions import MlflowException
+
+    from airflow_ml_provider.hooks.mlflow import connection_failure
+
+    def chained(outer: Exception, inner: BaseException) -> Exception:
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                raise outer from e
+        except Exception as e:
+            return e
+
+    refused = chained(
+        MlflowException("API request to http://h:5000/api/2.0/x failed"),
+        ConnectionRefusedError(111, "Connection refused"),
+    )
+    assert connection_failure(refused) == "[Errno 111] Connection refused"
+    text_only = MlflowException(
+        "API request to http://h/api failed with exception (Caused by NameResolutionError(...))"
+    )
+    assert connection_failure(text_only) == "NameResolutionError"
+    slow = MlflowException("API request to http://h/api failed with exception Read timed out. (read timeout=5)")
+    assert connection_failure(slow) == "no answer within the timeout"
+    answered = MlflowException(
+        "API request to http://h/api failed with exception Max retries exceeded "
+        "(Caused by ResponseError('too many 500 error responses'))"
+    )
+    assert connection_failure(answered) is None
+    assert connection_failure(MlflowException("RESOURCE_DOES_NOT_EXIST: no model")) is None

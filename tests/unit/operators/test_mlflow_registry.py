@@ -34,6 +34,8 @@ def test_register_arguments_are_checked_at_parse_time(kw: dict[str, Any]) -> Non
         {"version": "1", "min_improvement": -1},
         {"version": "1", "alias": "a", "challenger_alias": "a"},
         {"version": "1", "alias": ""},
+        {"version": "1", "compare_with_best_if_no_champion": True},
+        {"version": "1", "gate_metric": "rmse", "compare_with_best_if_no_champion": "yes"},
     ],
 )
 def test_promote_arguments_are_checked_at_parse_time(kw: dict[str, Any]) -> None:
