@@ -64,7 +64,7 @@ class LocalStorage(Storage):
         try:
             st = os.stat(self.real(path))
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            return None  # not there; a parent that is a file too, as HDFS answers (404)
         except OSError as e:
             raise local_error(e, f"Reading {path!r}", self.describe()) from e
         return self._info(path, st)
@@ -82,6 +82,8 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return None
         except NotADirectoryError as e:
+            if not os.path.exists(self.real(path)):
+                return None  # a parent is a file: not there, as HDFS answers (404)
             raise StorageRefusedError(
                 f"{path!r} on the {self.describe()} is a file, not a directory, so nothing can appear under it. "
                 "Give the directory that receives the files.",

@@ -145,8 +145,10 @@ def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.
     """Check ``markers`` (absolute paths in ``backend``) in as few requests as possible.
 
     Markers sharing a parent directory are answered by one ``list_dir`` of that parent; a lone
-    marker by one ``stat``. A marker that is a directory raises :class:`StorageRefusedError` (it
-    will never become a marker file). Errors from the backend propagate unchanged.
+    marker by one ``stat``, and while it is missing one more ``stat`` of its parent (both file
+    systems answer "not found" for a path under a file). A marker that is a directory, or whose
+    parent is a file, raises :class:`StorageRefusedError` (it will never become a marker file).
+    Errors from the backend propagate unchanged.
 
     :param backend: the storage backend to ask.
     :param markers: absolute marker paths.
@@ -160,6 +162,9 @@ def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.
         infos: dict[str, FileInfo | None]
         if len(members) == 1:
             infos = {members[0]: backend.stat(members[0])}
+            if infos[members[0]] is None:
+                report.requests += 1
+                _refuse_file_parent(backend, parent, backend.stat(parent))
         else:
             listing = backend.list_dir(parent)
             infos = {m: (listing or {}).get(posixpath.basename(m)) for m in members}
@@ -167,6 +172,15 @@ def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.
         for marker, info in infos.items():
             _classify(report, backend, marker, info, newer_than)
     return report
+
+
+def _refuse_file_parent(backend: MarkerLookup, parent: str, info: FileInfo | None) -> None:
+    if info is not None and info.kind == "FILE":
+        raise StorageRefusedError(
+            f"{parent!r} on the {backend.describe()} is a file, not a directory, so nothing can appear under it. "
+            "Give the directory that receives the files.",
+            remote_exception="NotADirectory",
+        )
 
 
 def _classify(

@@ -15,12 +15,19 @@ import contextlib
 import datetime as dt
 import os
 import posixpath
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_ml_provider.exceptions import StorageRefusedError, StorageUnavailableError
+from airflow_ml_provider.exceptions import ConnectionConfigError, StorageRefusedError, StorageUnavailableError
 from airflow_ml_provider.storage.base import DataFile, FileInfo, Storage, is_hidden
-from airflow_ml_provider.storage.errors import remote_is_transient
+from airflow_ml_provider.storage.errors import (
+    CREDENTIALS_HINT,
+    TRANSIENT_REMOTE,
+    is_auth_failure,
+    remote_is_transient,
+    request_error,
+)
 from airflow_ml_provider.utils.messages import first_line
 
 if TYPE_CHECKING:
@@ -56,6 +63,17 @@ class WebHdfsStorage(Storage):
     def __init__(self, client: Client, namenodes: Sequence[str]) -> None:
         self.client = client
         self.namenodes = tuple(namenodes)
+        # HdfsCLI's errors for answers without a RemoteException (a 401, an HTML error page) carry
+        # no status code: remember the last failed answer per thread to tell 5xx from the rest.
+        self._failed = threading.local()
+        session = getattr(client, "_session", None)
+        hooks = getattr(session, "hooks", None)
+        if isinstance(hooks, dict):
+            hooks.setdefault("response", []).append(self._note_failure)
+
+    def _note_failure(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if not response.ok:
+            self._failed.status = response.status_code
 
     def describe(self) -> str:
         """Name the NameNode(s) for messages."""
@@ -95,33 +113,30 @@ class WebHdfsStorage(Storage):
         tried = ", ".join(self.namenodes)
         try:
             response: requests.Response = handler(path, strict=False)
-        except HdfsError as e:  # HdfsCLI raises only retriable server errors once every host failed
-            raise StorageUnavailableError(
-                f"No active NameNode answered {op} {path!r} (tried {tried}): "
-                f"{e.exception or 'error'}: {first_line(e.message)}"
-            ) from e
+        except HdfsError as e:  # with strict=False: a 401, or a retriable error once every host failed
+            if e.exception in TRANSIENT_REMOTE:
+                raise StorageUnavailableError(
+                    f"No active NameNode answered {op} {path!r} (tried {tried}): {e.exception}: {first_line(e.message)}"
+                ) from None
+            raise _hdfs_refusal(e, f"{op} {path!r} on {tried}") from None
         # requests' error texts hold the full URL, query (and so a delegation token) included:
-        # the messages below carry a redacted first line and the chain is cut (``from None``).
-        except requests.exceptions.SSLError as e:
-            raise StorageRefusedError(
-                f"TLS verification failed for {op} {path!r} on {tried}: {first_line(str(e))}. "
-                "Set the connection's extra 'ca_bundle' to the cluster's CA file.",
-                remote_exception="SSLError",
-            ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            raise StorageUnavailableError(
-                f"No NameNode answered {op} {path!r} (tried {tried}): {type(e).__name__}: {first_line(str(e))}"
-            ) from None
+        # the messages carry a redacted first line and the chain is cut (``from None``).
         except requests.exceptions.RequestException as e:
-            raise StorageRefusedError(
-                f"Request {op} {path!r} to {tried} is malformed: {first_line(str(e))}. "
-                "Check the connection's host and port."
-            ) from None
+            raise request_error(e, f"{op} {path!r}", tried, plain_http=self._plain_http()) from None
         if response.ok:
-            result: dict[str, Any] = response.json()
+            key = "FileStatus" if op == "GETFILESTATUS" else "FileStatuses"
+            try:
+                result: dict[str, Any] = response.json()
+                if not isinstance(result, dict) or key not in result:
+                    raise ValueError(key)
+            except ValueError:
+                raise _not_webhdfs(f"{op} {path!r}", response) from None
             return result
         self._refusal(op, path, response)  # returns only for "not found"
         return None
+
+    def _plain_http(self) -> bool:
+        return any(url.startswith("http://") for url in self.namenodes)
 
     def _refusal(self, op: str, path: str, response: requests.Response) -> None:
         exception, message = _remote_exception(response)
@@ -133,10 +148,7 @@ class WebHdfsStorage(Storage):
                 f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}".rstrip()
             )
         if response.status_code == 401 or exception in _CREDENTIAL_ERRORS:
-            hint = (
-                "The NameNode rejected the connection's identity; check its user, delegation token, "
-                "Kerberos ticket or proxy user (doas)."
-            )
+            hint = CREDENTIALS_HINT
         elif response.status_code == 403:
             hint = (
                 "Permission denied; grant the connection's user read and execute access on the path "
@@ -161,19 +173,31 @@ class WebHdfsStorage(Storage):
         import requests
         from hdfs.util import HdfsError
 
+        self._failed.status = None
         try:
             yield
         except HdfsError as e:
             exception = getattr(e, "exception", None)
             message = first_line(str(e)) or type(e).__name__
-            if exception is None or remote_is_transient(None, exception):
+            status = getattr(self._failed, "status", None)
+            # No RemoteException: a 401, an answer that is not WebHDFS's (status noted by the
+            # hook) or HdfsCLI's own check ("already exists"); only a 5xx can heal by waiting.
+            transient = remote_is_transient(status, None) if exception is None else remote_is_transient(None, exception)
+            if transient:
                 raise StorageUnavailableError(f"{what} on {self.describe()} failed: {message}") from None
+            if exception is None:
+                raise _hdfs_refusal(e, f"{what} on {self.describe()}") from None
             raise StorageRefusedError(
                 f"{what} on {self.describe()} was refused: {exception}: {message}", remote_exception=exception
             ) from None
+        except requests.exceptions.JSONDecodeError:
+            raise ConnectionConfigError(
+                f"{what} on {self.describe()}: the answer was not WebHDFS JSON, so the port is probably "
+                "not the NameNode's WebHDFS HTTP port; check the connection's host and port."
+            ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            raise StorageUnavailableError(
-                f"{what}: no NameNode or DataNode answered ({self.describe()}): {type(e).__name__}"
+            raise request_error(
+                e, what, ", ".join(self.namenodes), plain_http=self._plain_http(), nobody="No NameNode or DataNode"
             ) from None
 
     def _walk_files(self, path: str) -> Iterator[FileInfo]:
@@ -252,6 +276,30 @@ class WebHdfsStorage(Storage):
         """CREATE ``path`` with ``data``, overwriting."""
         with self._errors(f"Writing {path!r}"):
             self.client.write(path, data=data, overwrite=True)
+
+
+def _hdfs_refusal(error: Exception, where: str) -> StorageRefusedError:
+    """An HdfsCLI error without a transient RemoteException: a 401 gets the credentials hint."""
+    if is_auth_failure(error):
+        return StorageRefusedError(
+            f"{where} failed with HTTP 401 Unauthorized. {CREDENTIALS_HINT}", remote_exception="AuthenticationException"
+        )
+    message = first_line(str(getattr(error, "message", error))) or type(error).__name__
+    exception = getattr(error, "exception", None)
+    return StorageRefusedError(
+        f"{where} was refused: {exception + ': ' if exception else ''}{message}", remote_exception=exception
+    )
+
+
+def _not_webhdfs(what: str, response: requests.Response) -> ConnectionConfigError:
+    """A 2xx answer that is not WebHDFS JSON: something else listens on the configured port."""
+    kind = response.headers.get("Content-Type") or "no content type"
+    snippet = first_line(response.text[:120]) or "an empty body"
+    return ConnectionConfigError(
+        f"{what}: {_origin(response.url)} answered HTTP {response.status_code} ({kind}: {snippet!r}), "
+        "which is not WebHDFS JSON, so the port is probably wrong; set the connection's host and port to "
+        "the NameNode's WebHDFS HTTP address (dfs.namenode.http-address, 9870 on Hadoop 3, 50070 on Hadoop 2)."
+    )
 
 
 def _remote_exception(response: requests.Response) -> tuple[str | None, str]:

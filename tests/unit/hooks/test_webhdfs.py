@@ -61,6 +61,28 @@ def test_local_root() -> None:
     assert c.namenodes == ()
 
 
+@pytest.mark.parametrize(("host", "fix"), [("file://tmp/lake", "file:///tmp/lake"), ("file://lake", "file:///lake")])
+def test_relative_file_root_is_refused_naming_the_fix(host: str, fix: str) -> None:
+    """``file://tmp/lake`` would put 'tmp' in the URL's host part and silently re-root at /lake."""
+    with pytest.raises(ConnectionConfigError, match="c1") as info:
+        HdfsConfig.from_connection(conn(host=host))
+    assert "three slashes" in str(info.value)
+    assert repr(fix) in str(info.value)
+    ok, message = _hook_for(host).test_connection()
+    assert not ok
+    assert repr(fix) in message
+
+
+def _hook_for(host: str) -> HdfsHook:
+    hook = HdfsHook("c1")
+    hook.get_connection = lambda conn_id: conn(host=host)  # type: ignore[method-assign]
+    return hook
+
+
+def test_single_slash_file_root() -> None:
+    assert HdfsConfig.from_connection(conn(host="file:/tmp/lake")).local_root == "/tmp/lake"
+
+
 @pytest.mark.parametrize(
     ("kw", "fragment"),
     [

@@ -35,6 +35,7 @@ def test_list_of_a_file_is_a_permanent_error(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(StorageRefusedError, match="is a file, not a directory"):
         LocalStorage(str(tmp_path)).list_dir("/f")
+    assert LocalStorage(str(tmp_path)).list_dir("/f/sub") is None  # under a file: not there, as HDFS says
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")

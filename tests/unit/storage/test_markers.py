@@ -88,10 +88,18 @@ def test_markers_under_one_parent_cost_one_listing() -> None:
 def test_lone_markers_use_one_stat_each_and_report_missing() -> None:
     backend = CountingBackend({"/a/_SUCCESS": _file("/a/_SUCCESS")})
     report = check_markers(backend, ["/a/_SUCCESS", "/b/_SUCCESS"])
-    assert backend.calls == [("stat", "/a/_SUCCESS"), ("stat", "/b/_SUCCESS")]
+    # a missing lone marker costs one more stat, of its parent (a file there fails at once)
+    assert backend.calls == [("stat", "/a/_SUCCESS"), ("stat", "/b/_SUCCESS"), ("stat", "/b")]
+    assert report.requests == 3
     assert not report.done
     assert report.missing == ["/b/_SUCCESS"]
     assert report.summary() == "1/2 markers present; missing: /b/_SUCCESS"
+
+
+def test_lone_marker_under_a_file_is_refused() -> None:
+    backend = CountingBackend({"/d/part-0.parquet": _file("/d/part-0.parquet")})
+    with pytest.raises(StorageRefusedError, match=r"'/d/part-0.parquet' on the fake is a file, not a directory"):
+        check_markers(backend, ["/d/part-0.parquet/_SUCCESS"])
 
 
 def test_missing_parent_means_all_its_markers_missing() -> None:
