@@ -86,7 +86,7 @@ def test_permission_denied_while_deferred_fails_without_retry_despite_soft_fail(
 ) -> None:
     secure = f"{hdfs_dir}/secure"
     run_id = trigger(bed, "defer_denied", [f"{secure}/p"])
-    bed.wait_for_task_state("defer_denied", run_id, "wait", {"deferred"}, timeout=120)
+    bed.wait_deferred("defer_denied", run_id, "wait")  # before the refusal: see AirflowBed.wait_deferred
     client = admin_client(hdfs)
     client.makedirs(secure, permission="700")  # now the trigger's next check is refused
     assert bed.wait_for_run("defer_denied", run_id, timeout=120) == "failed"
