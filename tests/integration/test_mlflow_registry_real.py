@@ -16,6 +16,7 @@ from airflow_ml_provider.operators.mlflow_registry import (
     MlflowPromoteModelOperator,
     MlflowRegisterModelOperator,
 )
+from scripts.testbed.airflow_bed import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -163,12 +164,7 @@ def test_unreachable_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_server_that_is_down_is_reported_unreachable_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing listens on the port: MLflow itself says INTERNAL_ERROR after its retries; the
     operators say the server was unreachable, name its URI and the connection, and never print ".."."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"
     conn = {"conn_type": "ml_mlflow", "host": uri, "extra": {"max_retries": 1, "timeout": 5}}
     monkeypatch.setenv("AIRFLOW_CONN_ML_MLFLOW_DOWN", json.dumps(conn))
     for name in SCOPED_VARIABLES:

@@ -13,6 +13,7 @@ import pytest
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
+from scripts.testbed.airflow_bed import free_port
 from scripts.testbed.predict_data import dataset, read_output
 
 CTX: Any = {}
@@ -352,14 +353,9 @@ def test_a_tracking_server_that_is_down_is_reported_unreachable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing listens on the connection's port: the load says unreachable, naming the URI."""
-    import socket
-
     from scripts.testbed.predict_data import make_frame, write_parquet
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"
     conn = {"conn_type": "ml_mlflow", "host": uri, "extra": {"max_retries": 0, "timeout": 5}}
     monkeypatch.setenv("AIRFLOW_CONN_ML_MLFLOW_DOWN", json.dumps(conn))
     write_parquet(make_frame(5), tmp_path / "in.parquet")
