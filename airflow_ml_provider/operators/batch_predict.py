@@ -371,5 +371,5 @@ class MlflowBatchPredictOperator(BaseOperator):
             extra = [c for c in present if model_inputs is not None and c not in model_inputs and c not in passthrough]
             if extra:
                 self.log.info("%s: columns %s are neither model inputs nor passed through; not read.", file.path, extra)
-            plans.append(Plan(file, passthrough, inputs))
+            plans.append(Plan(file, passthrough, inputs, file_schema))
         return plans

@@ -31,11 +31,13 @@ class Plan(NamedTuple):
     :param file: the input file.
     :param passthrough: output columns copied from the input.
     :param inputs: the model's input columns; ``None`` for all columns (no signature).
+    :param schema: the file's stored schema, read once from its footer while planning.
     """
 
     file: DataFile
     passthrough: list[str]
     inputs: list[str] | None
+    schema: pa.Schema
 
 
 def score_plans(
@@ -59,7 +61,7 @@ def score_plans(
 
     total = 0
     for plan in plans:
-        columns = list(dict.fromkeys([*plan.passthrough, *(plan.inputs or source.read_schema(plan.file).names)]))
+        columns = list(dict.fromkeys([*plan.passthrough, *(plan.inputs or plan.schema.names)]))
         batches = source.iter_batches(plan.file, columns=columns, batch_size=chunk_rows, scratch=staging.scratch)
         first = next(batches, None)
         if first is None:
@@ -91,18 +93,18 @@ def score_plans(
                 if writer is not None:
                     writer.close()
     if not staging.parts and plans:
-        empty = empty_output(model, source, plans[0], prediction_column)
+        empty = empty_output(model, plans[0], prediction_column)
         with staging.part("part-00000.parquet") as part_path:
             pq.write_table(empty, part_path)
     return total
 
 
-def empty_output(model: PyFuncModel, source: Storage, plan: Plan, prediction_column: str) -> pa.Table:
+def empty_output(model: PyFuncModel, plan: Plan, prediction_column: str) -> pa.Table:
     """A 0-row table with the output columns of ``plan``: the passthrough columns with the input
     file's types (partition keys as strings), then the prediction column(s) (:func:`prediction_fields`)."""
     import pyarrow as pa
 
-    stored = source.read_schema(plan.file)
+    stored = plan.schema
     fields = [stored.field(c) if c in stored.names else pa.field(c, pa.string()) for c in plan.passthrough]
     return pa.schema([*fields, *prediction_fields(model, prediction_column)]).empty_table()
 
