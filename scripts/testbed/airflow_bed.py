@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -50,6 +49,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+
+from scripts.testbed.loopback_http import free_port
 
 #: The components of an Airflow 3 deployment, in start order, with their CLI arguments.
 #: ``--skip-serve-logs``: the log servers would take fixed ports (8793/8794); with a LocalExecutor
@@ -72,14 +73,6 @@ STOP_GRACE = 15.0
 
 class AirflowBedError(RuntimeError):
     """The bed failed to start, a REST call failed, or a wait timed out."""
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _airflow_command() -> list[str]:

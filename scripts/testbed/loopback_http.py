@@ -2,14 +2,22 @@
 
 The test bed's small HTTP servers (the counting proxy, the Metronome test server) share this:
 bind, optional TLS, the URL, start and stop. Their request handlers derive from
-:class:`QuietHandler`.
+:class:`QuietHandler`. :func:`free_port` is the bed's one way to pick a port for a service.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class QuietHandler(BaseHTTPRequestHandler):

@@ -42,7 +42,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +50,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import requests
+
+from scripts.testbed.loopback_http import free_port
 
 LOG_TAIL_LINES = 60
 _STOP_GRACE = 10.0
@@ -73,12 +74,6 @@ def mlflow_executable() -> str:
     if not found:
         raise MlflowStartError(f"no mlflow executable next to {sys.executable} nor on PATH (pip install mlflow)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _session() -> requests.Session:

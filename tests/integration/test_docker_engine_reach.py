@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_ml_provider.exceptions import BackendError
-from scripts.testbed.airflow_bed import free_port
+from scripts.testbed.loopback_http import free_port
 
 pytestmark = pytest.mark.integration
 

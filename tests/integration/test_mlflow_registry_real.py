@@ -16,7 +16,7 @@ from airflow_ml_provider.operators.mlflow_registry import (
     MlflowPromoteModelOperator,
     MlflowRegisterModelOperator,
 )
-from scripts.testbed.airflow_bed import free_port
+from scripts.testbed.loopback_http import free_port
 
 pytestmark = pytest.mark.integration
 

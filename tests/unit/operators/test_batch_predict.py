@@ -13,7 +13,7 @@ import pytest
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
-from scripts.testbed.airflow_bed import free_port
+from scripts.testbed.loopback_http import free_port
 from scripts.testbed.predict_data import dataset, read_output
 
 CTX: Any = {}
