@@ -106,3 +106,12 @@ def request_error(
             f"{nobody} answered {what} (tried {tried}): {type(error).__name__}: {text}.{hint}"
         )
     return StorageRefusedError(f"Request {what} to {tried} is malformed: {text}. Check the connection's host and port.")
+
+
+def not_a_directory(path: str, where: str) -> StorageRefusedError:
+    """``path`` on ``where`` is a file where a directory is needed: nothing can ever appear under it."""
+    return StorageRefusedError(
+        f"{path!r} on the {where} is a file, not a directory, so nothing can appear under it. "
+        "Give the directory that receives the files.",
+        remote_exception="NotADirectory",
+    )

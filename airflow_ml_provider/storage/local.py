@@ -11,9 +11,8 @@ import stat as stat_mod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from airflow_ml_provider.exceptions import StorageRefusedError
 from airflow_ml_provider.storage.base import DataFile, FileInfo, FileKind, Storage, is_hidden, local_path_of
-from airflow_ml_provider.storage.errors import local_error
+from airflow_ml_provider.storage.errors import local_error, not_a_directory
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -84,11 +83,7 @@ class LocalStorage(Storage):
         except NotADirectoryError as e:
             if not os.path.exists(self.real(path)):
                 return None  # a parent is a file: not there, as HDFS answers (404)
-            raise StorageRefusedError(
-                f"{path!r} on the {self.describe()} is a file, not a directory, so nothing can appear under it. "
-                "Give the directory that receives the files.",
-                remote_exception="NotADirectoryError",
-            ) from e
+            raise not_a_directory(path, self.describe()) from e
         except OSError as e:
             raise local_error(e, f"Listing {path!r}", self.describe()) from e
         return entries

@@ -176,11 +176,9 @@ def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.
 
 def _refuse_file_parent(backend: MarkerLookup, parent: str, info: FileInfo | None) -> None:
     if info is not None and info.kind == "FILE":
-        raise StorageRefusedError(
-            f"{parent!r} on the {backend.describe()} is a file, not a directory, so nothing can appear under it. "
-            "Give the directory that receives the files.",
-            remote_exception="NotADirectory",
-        )
+        from airflow_ml_provider.storage.errors import not_a_directory
+
+        raise not_a_directory(parent, backend.describe())
 
 
 def _classify(

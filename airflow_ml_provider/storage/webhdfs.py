@@ -25,6 +25,7 @@ from airflow_ml_provider.storage.errors import (
     CREDENTIALS_HINT,
     TRANSIENT_REMOTE,
     is_auth_failure,
+    not_a_directory,
     remote_is_transient,
     request_error,
 )
@@ -97,11 +98,7 @@ class WebHdfsStorage(Storage):
             return None
         statuses = body["FileStatuses"]["FileStatus"]
         if len(statuses) == 1 and statuses[0].get("pathSuffix") == "" and statuses[0].get("type") != "DIRECTORY":
-            raise StorageRefusedError(
-                f"{path!r} on {self.describe()} is a file, not a directory, so nothing can appear under it. "
-                "Give the directory that receives the files.",
-                remote_exception="NotADirectory",
-            )
+            raise not_a_directory(path, self.describe())
         prefix = path.rstrip("/")
         return {s["pathSuffix"]: _file_info(f"{prefix}/{s['pathSuffix']}", s) for s in statuses}
 
