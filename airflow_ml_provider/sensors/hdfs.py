@@ -41,7 +41,8 @@ class HdfsSuccessSensor(BaseSensorOperator):
     sensor try the next NameNode and, if none answers, poke again later; the task then fails
     only at ``timeout``, saying what was missing and the last error.
 
-    Markers sharing a parent directory are checked with one ``LISTSTATUS`` per poke.
+    Markers sharing a parent directory are checked with one ``LISTSTATUS`` per poke (one
+    ``GETFILESTATUS`` per marker when the user may traverse the directory but not list it).
 
     :param paths: templated; one path or a list. Each is a directory that receives ``marker``
         (e.g. one per country partition) or, with ``marker=None``, the marker file itself.
@@ -50,7 +51,8 @@ class HdfsSuccessSensor(BaseSensorOperator):
     :param marker: templated; the marker file name appended to every path, or ``None``.
     :param newer_than: templated; a datetime or ISO 8601 string such as
         ``"{{ data_interval_end }}"``. A marker modified before it is stale and does not count
-        (naive values are UTC). ``None`` accepts any marker.
+        (a value without an offset is in the deployment's ``[core] default_timezone``, as Airflow
+        reads naive times). ``None`` accepts any marker.
     :param hdfs_conn_id: the ``ml_hdfs`` connection (HA NameNodes, user, TLS, timeout); ``None``
         means ``HdfsHook.default_conn_name`` (``ml_hdfs_default``). Only read if some path is not
         ``file://``.
@@ -107,8 +109,9 @@ class HdfsSuccessSensor(BaseSensorOperator):
 
     def _newer_than(self) -> dt.datetime | None:
         from airflow_ml_provider.storage.markers import parse_newer_than
+        from airflow_ml_provider.utils.compat import default_timezone
 
-        return parse_newer_than(self.newer_than)
+        return parse_newer_than(self.newer_than, default_timezone())
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Check all markers once; unreachable NameNodes mean "poke again", refusals raise."""

@@ -39,9 +39,11 @@ CREDENTIALS_HINT = (
 _NOT_TLS = ("wrong_version_number", "wrong version number", "packet length too long", "record layer failure")
 #: How a TLS port answers a plain-HTTP request: it drops the connection or sends TLS bytes.
 _NOT_HTTP = ("connection reset", "remotedisconnected", "remote end closed", "badstatusline", "connection aborted")
+#: Refusals that mean "this user may not" (a NameNode's, a local one), as opposed to "this cannot be".
+_DENIED = frozenset({"AccessControlException", "PermissionError"})
 _LOCAL_HINTS = {
-    errno.EACCES: "Grant the Airflow worker's user access to it.",
-    errno.EPERM: "Grant the Airflow worker's user access to it.",
+    errno.EACCES: "Grant the Airflow worker's user access to it and search (x) on every directory above it.",
+    errno.EPERM: "Grant the Airflow worker's user access to it and search (x) on every directory above it.",
     errno.EROFS: "The file system is read-only; write somewhere else.",
     errno.ENOSPC: "The disk is full; free space or write somewhere else.",
     errno.EDQUOT: "The disk quota is exhausted; free space or raise the quota.",
@@ -57,6 +59,11 @@ def local_error(error: OSError, what: str, where: str) -> StorageRefusedError | 
             f"{what} on the {where} was refused: {cause}. {hint}".rstrip(), remote_exception=type(error).__name__
         )
     return StorageUnavailableError(f"{what} on the {where} failed: {cause}")
+
+
+def is_permission_denied(error: StorageRefusedError) -> bool:
+    """Whether a refusal is a permission denial (another request, e.g. per file, may be allowed)."""
+    return error.remote_exception in _DENIED
 
 
 def remote_is_transient(status: int | None, exception: str | None) -> bool:

@@ -3,7 +3,9 @@
 The sensor and its trigger share this code: given marker paths, a storage backend (see
 :mod:`airflow_ml_provider.storage.base`) and an optional freshness bound, say which markers are
 present, missing or stale, using as few requests as possible: markers that share a parent
-directory cost one directory listing together, a lone marker one status call.
+directory cost one directory listing together, a lone marker one status call. A parent the user
+may traverse but not list (mode ``711``, say) falls back to one status call per marker, as the
+stock sensor would succeed there too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_ml_provider.exceptions import InvalidSpecError, StorageRefusedError
+from airflow_ml_provider.storage.errors import is_permission_denied, not_a_directory
 from airflow_ml_provider.storage.paths import StoragePath, parse_path
 
 if TYPE_CHECKING:  # the protocol costs import time, and DAG files import this module
@@ -54,11 +57,16 @@ def marker_locations(paths: str | Iterable[str], marker: str | None) -> list[Sto
     return result
 
 
-def parse_newer_than(value: Any) -> dt.datetime | None:
+def parse_newer_than(value: Any, default_tz: dt.tzinfo | None = None) -> dt.datetime | None:
     """Parse the sensor's ``newer_than`` into an aware UTC datetime (``None``/``""`` = no bound).
 
-    Accepts a datetime (naive values are taken as UTC) or an ISO 8601 string, as rendered from
-    ``{{ data_interval_end }}``.
+    Accepts a datetime or an ISO 8601 string, as rendered from ``{{ data_interval_end }}``. A
+    value without an offset is wall-clock time in ``default_tz``, as Airflow reads naive times
+    (its ``timezone.parse`` and ``make_aware`` use ``[core] default_timezone``).
+
+    :param value: the rendered ``newer_than``.
+    :param default_tz: the zone of naive values; UTC when not given (callers inside Airflow pass
+        the deployment's default timezone).
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -74,8 +82,8 @@ def parse_newer_than(value: Any) -> dt.datetime | None:
             ) from e
     else:
         raise InvalidSpecError(f"newer_than must be a datetime or an ISO 8601 string, not {type(value).__name__}.")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        parsed = parsed.replace(tzinfo=default_tz or dt.timezone.utc)
     return parsed.astimezone(dt.timezone.utc)
 
 
@@ -86,6 +94,7 @@ class MarkerReport:
     :param missing: markers that do not exist (yet).
     :param stale: marker path -> modification time, for markers older than ``newer_than``.
     :param requests: how many backend calls the check made.
+    :param bound: the freshness bound the check used (``newer_than``), shown with stale markers.
     """
 
     def __init__(
@@ -94,11 +103,13 @@ class MarkerReport:
         missing: list[str] | None = None,
         stale: dict[str, dt.datetime] | None = None,
         requests: int = 0,
+        bound: dt.datetime | None = None,
     ) -> None:
         self.found = dict(found or {})
         self.missing = list(missing or [])
         self.stale = dict(stale or {})
         self.requests = requests
+        self.bound = bound
 
     def __repr__(self) -> str:
         return f"MarkerReport({self.summary()}, requests={self.requests})"
@@ -114,6 +125,7 @@ class MarkerReport:
         self.missing.extend(other.missing)
         self.stale.update(other.stale)
         self.requests += other.requests
+        self.bound = self.bound or other.bound
 
     def to_xcom(self) -> list[dict[str, str]]:
         """JSON-native list of ``{"path", "modification_time"}`` for the found markers."""
@@ -127,7 +139,8 @@ class MarkerReport:
             text += f"; missing: {_head(self.missing, limit)}"
         if self.stale:
             stale = [f"{p} ({t.isoformat()})" for p, t in sorted(self.stale.items())]
-            text += f"; older than the freshness bound: {_head(stale, limit)}"
+            bound = f" {self.bound.isoformat()}" if self.bound is not None else ""
+            text += f"; older than the freshness bound{bound}: {_head(stale, limit)}"
         return text
 
 
@@ -148,13 +161,15 @@ def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.
     marker by one ``stat``, and while it is missing one more ``stat`` of its parent (both file
     systems answer "not found" for a path under a file). A marker that is a directory, or whose
     parent is a file, raises :class:`StorageRefusedError` (it will never become a marker file).
-    Errors from the backend propagate unchanged.
+    When listing a parent is refused for lack of permission, its markers are asked for one by one
+    (a directory with mode ``711`` cannot be listed, yet its files can be read). Other errors from
+    the backend propagate unchanged.
 
     :param backend: the storage backend to ask.
     :param markers: absolute marker paths.
     :param newer_than: markers modified before this instant count as stale, not present.
     """
-    report = MarkerReport()
+    report = MarkerReport(bound=newer_than)
     groups: dict[str, list[str]] = {}
     for marker in markers:
         groups.setdefault(posixpath.dirname(marker), []).append(marker)
@@ -166,8 +181,16 @@ def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.
                 report.requests += 1
                 _refuse_file_parent(backend, parent, backend.stat(parent))
         else:
-            listing = backend.list_dir(parent)
-            infos = {m: (listing or {}).get(posixpath.basename(m)) for m in members}
+            try:
+                listing = backend.list_dir(parent)
+            except StorageRefusedError as e:
+                if not is_permission_denied(e):
+                    raise
+                report.requests += 1
+                infos = {m: backend.stat(m) for m in members}  # a refusal here is the real answer
+                report.requests += len(members) - 1
+            else:
+                infos = {m: (listing or {}).get(posixpath.basename(m)) for m in members}
         report.requests += 1
         for marker, info in infos.items():
             _classify(report, backend, marker, info, newer_than)
@@ -176,8 +199,6 @@ def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.
 
 def _refuse_file_parent(backend: MarkerLookup, parent: str, info: FileInfo | None) -> None:
     if info is not None and info.kind == "FILE":
-        from airflow_ml_provider.storage.errors import not_a_directory
-
         raise not_a_directory(parent, backend.describe())
 
 

@@ -13,6 +13,7 @@ from airflow_ml_provider.exceptions import MlProviderError, StorageUnavailableEr
 from airflow_ml_provider.hooks.webhdfs import HdfsHook
 from airflow_ml_provider.storage.markers import parse_newer_than, waiting_status
 from airflow_ml_provider.storage.paths import parse_path
+from airflow_ml_provider.utils.compat import default_timezone
 
 
 class HdfsMarkersTrigger(BaseTrigger):
@@ -53,7 +54,7 @@ class HdfsMarkersTrigger(BaseTrigger):
         self.poke_interval = float(poke_interval)
         self.deadline = deadline
         self._locations = [parse_path(m, arg="markers") for m in self.markers]
-        self._newer_than = parse_newer_than(newer_than)
+        self._newer_than = parse_newer_than(newer_than, default_timezone())
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and the keyword arguments that rebuild this trigger exactly."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 try:  # Airflow >= 3.2
     from airflow.sdk import conf
 except ImportError:  # pragma: no cover - Airflow 3.1
@@ -13,4 +15,20 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-__all__ = ["conf", "default_deferrable"]
+def default_timezone() -> dt.tzinfo:
+    """The deployment's ``[core] default_timezone``: the zone Airflow reads naive times in.
+
+    Resolved as Airflow's own ``timezone.initialize`` does (``system`` is the machine's zone, any
+    other value an IANA name or an offset), so a naive ``newer_than`` means what a naive time
+    means everywhere else in Airflow.
+    """
+    import pendulum
+
+    name = conf.get("core", "default_timezone", fallback="utc") or "utc"
+    if name == "system":
+        return pendulum.local_timezone()
+    zone: dt.tzinfo = pendulum.timezone(name)
+    return zone
+
+
+__all__ = ["conf", "default_deferrable", "default_timezone"]

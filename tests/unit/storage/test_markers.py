@@ -62,8 +62,18 @@ def test_parse_newer_than() -> None:
     assert parse_newer_than("") is None
     assert parse_newer_than("2026-11-23T08:00:00+00:00") == T0
     assert parse_newer_than("2026-11-23T09:00:00+01:00") == T0
-    assert parse_newer_than("2026-11-23 08:00:00") == T0  # naive = UTC
+    assert parse_newer_than("2026-11-23 08:00:00") == T0  # naive, no zone given = UTC
     assert parse_newer_than(T0.replace(tzinfo=None)) == T0
+
+
+def test_parse_newer_than_reads_naive_values_in_the_given_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")  # UTC+1 in November, UTC+2 in July
+    assert parse_newer_than("2026-11-23T09:00:00", paris) == T0
+    assert parse_newer_than(dt.datetime(2026, 11, 23, 9, 0), paris) == T0
+    assert parse_newer_than("2026-07-01T10:00:00", paris) == dt.datetime(2026, 7, 1, 8, 0, tzinfo=dt.timezone.utc)
+    assert parse_newer_than("2026-11-23T08:00:00+00:00", paris) == T0  # an explicit offset wins
     with pytest.raises(InvalidSpecError, match="ISO 8601"):
         parse_newer_than("next monday")
     with pytest.raises(InvalidSpecError, match="datetime or an ISO 8601"):
@@ -113,7 +123,8 @@ def test_stale_markers_do_not_count() -> None:
     report = check_markers(backend, ["/a/_SUCCESS", "/b/_SUCCESS"], newer_than=T0)
     assert not report.done
     assert report.stale == {"/a/_SUCCESS": old}
-    assert "older than the freshness bound: /a/_SUCCESS (2026-11-16T08:00:00+00:00)" in report.summary()
+    bound, stale = "2026-11-23T08:00:00+00:00", "/a/_SUCCESS (2026-11-16T08:00:00+00:00)"
+    assert f"older than the freshness bound {bound}: {stale}" in report.summary()
 
 
 def test_marker_that_is_a_directory_is_a_permanent_error() -> None:
@@ -125,3 +136,32 @@ def test_marker_that_is_a_directory_is_a_permanent_error() -> None:
 def test_summary_truncates_long_lists() -> None:
     report = check_markers(CountingBackend({}), [f"/p{i}/_SUCCESS" for i in range(9)])
     assert report.summary().endswith("(+4 more)")
+
+
+class DeniedListing(CountingBackend):
+    """A directory that can be traversed but not listed (mode 711), or refuses for another reason."""
+
+    def __init__(self, files: dict[str, FileInfo], remote_exception: str) -> None:
+        super().__init__(files)
+        self.remote_exception = remote_exception
+
+    def list_dir(self, path: str) -> dict[str, FileInfo] | None:
+        self.calls.append(("list", path))
+        raise StorageRefusedError(f"listing {path} refused", remote_exception=self.remote_exception)
+
+
+@pytest.mark.parametrize("denial", ["AccessControlException", "PermissionError"])
+def test_listing_denied_falls_back_to_one_stat_per_marker(denial: str) -> None:
+    backend = DeniedListing({"/d/_A": _file("/d/_A"), "/d/_B": _file("/d/_B")}, denial)
+    report = check_markers(backend, ["/d/_A", "/d/_B", "/d/_C"])
+    assert report.found == {"/d/_A": T0, "/d/_B": T0}
+    assert report.missing == ["/d/_C"]
+    assert backend.calls == [("list", "/d"), ("stat", "/d/_A"), ("stat", "/d/_B"), ("stat", "/d/_C")]
+    assert report.requests == 4
+
+
+def test_other_listing_refusals_are_not_retried_per_marker() -> None:
+    backend = DeniedListing({"/d/_A": _file("/d/_A")}, "NotADirectory")
+    with pytest.raises(StorageRefusedError, match="listing /d refused"):
+        check_markers(backend, ["/d/_A", "/d/_B"])
+    assert backend.calls == [("list", "/d")]
