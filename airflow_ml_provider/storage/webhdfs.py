@@ -42,6 +42,11 @@ _NOT_FOUND = frozenset({"FileNotFoundException"})
 _CREDENTIAL_ERRORS = frozenset(
     {"SecurityException", "InvalidToken", "AuthenticationException", "AuthorizationException"}
 )
+#: What to do when something other than a NameNode's WebHDFS answered (an RPC or DataNode port, a web page).
+WRONG_PORT_HINT = (
+    "Set the connection's host and port to the NameNode's WebHDFS HTTP address (dfs.namenode.http-address, "
+    "9870 on Hadoop 3, 50070 on Hadoop 2), not its RPC port (8020) or a DataNode's."
+)
 #: Bytes read from a file's end to find the Parquet footer in one request.
 _FOOTER_PROBE = 65536
 
@@ -137,9 +142,22 @@ class WebHdfsStorage(Storage):
 
     def _refusal(self, op: str, path: str, response: requests.Response) -> None:
         exception, message = _remote_exception(response)
+        message = message.rstrip(".")
         if response.status_code == 404 and exception in _NOT_FOUND:
             return None
         where = f"{op} {path!r} on NameNode {_origin(response.url)}"
+        if exception == "IllegalArgumentException" and message.startswith(f"Invalid operation {op}"):
+            # Every NameNode serves GETFILESTATUS/LISTSTATUS; a DataNode's WebHDFS serves only data.
+            raise ConnectionConfigError(
+                f"{where} was answered {message!r}, as a DataNode's HTTP port answers, so the port is "
+                f"probably wrong. {WRONG_PORT_HINT}"
+            )
+        if response.status_code == 404 and exception is None:
+            # Not WebHDFS's "not found": a Hadoop RPC port ("…Hadoop IPC port") or another server.
+            raise ConnectionConfigError(
+                f"{where} failed with HTTP 404 ({message}): the URL did not reach WebHDFS, so the port is "
+                f"probably wrong. {WRONG_PORT_HINT}"
+            )
         if remote_is_transient(response.status_code, exception):
             raise StorageUnavailableError(
                 f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}".rstrip()
@@ -147,21 +165,55 @@ class WebHdfsStorage(Storage):
         if response.status_code == 401 or exception in _CREDENTIAL_ERRORS:
             hint = CREDENTIALS_HINT
         elif response.status_code == 403:
-            hint = (
-                "Permission denied; grant the connection's user read and execute access on the path "
-                "and its parents, or use another user."
-            )
-        elif response.status_code == 404:
-            hint = (
-                "The URL did not reach WebHDFS; check that the connection's host and port are the "
-                "NameNode's HTTP address."
-            )
+            hint = self._denied_hint(path, message)
         else:
             hint = "The NameNode rejected the request."
         raise StorageRefusedError(
             f"{where} failed with HTTP {response.status_code} {exception or ''}: {message}. {hint}",
             remote_exception=exception,
         )
+
+    def _denied_hint(self, path: str, message: str) -> str:
+        """What to grant after a 403, naming the directory that denies traversal when it can be found.
+
+        Hadoop 2.7 names the *requested* path in "Permission denied: … access=EXECUTE,
+        inode=…" even when a parent directory is the one the user cannot traverse, which reads as
+        if the marker itself were denied. For a traversal denial, the ancestors' status is asked
+        top down (one request per level, only on this failure path): the parent of the first
+        refused one is the culprit, and its owner and mode are shown.
+        """
+        generic = (
+            "Permission denied; grant the connection's user read access on the path and execute (x) on "
+            "every directory above it, or use another user."
+        )
+        if "access=EXECUTE" not in message:
+            return generic
+        blocker = self._first_untraversable(path)
+        if blocker is None:
+            return generic + " Hadoop names the requested path even when a directory above it denies access."
+        where, status = blocker
+        return (
+            f"The directory {where!r} (owner {status.get('owner')}, group {status.get('group')}, permission "
+            f"{status.get('permission')}) does not let the connection's user traverse it; Hadoop's text names "
+            f"the requested path instead. Grant execute (x) on {where!r} to that user, or use another user."
+        )
+
+    def _first_untraversable(self, path: str) -> tuple[str, dict[str, Any]] | None:
+        """The deepest ancestor of ``path`` whose status is readable but whose child's is refused."""
+        parts = [p for p in path.split("/") if p]
+        previous: tuple[str, dict[str, Any]] | None = None
+        for depth in range(len(parts) + 1):
+            prefix = "/" + "/".join(parts[:depth])
+            try:
+                response = self.client._get_file_status(prefix, strict=False)
+                if response.status_code == 403:
+                    return previous
+                if not response.ok:
+                    return None
+                previous = (prefix, dict(response.json()["FileStatus"]))
+            except Exception:  # noqa: BLE001  # only a better hint is at stake: keep the original error
+                return None
+        return None
 
     # -- everything else: HdfsCLI's own calls, errors mapped the same way ----------------------
 
@@ -190,7 +242,7 @@ class WebHdfsStorage(Storage):
         except requests.exceptions.JSONDecodeError:
             raise ConnectionConfigError(
                 f"{what} on {self.describe()}: the answer was not WebHDFS JSON, so the port is probably "
-                "not the NameNode's WebHDFS HTTP port; check the connection's host and port."
+                f"wrong. {WRONG_PORT_HINT}"
             ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             raise request_error(
@@ -294,8 +346,7 @@ def _not_webhdfs(what: str, response: requests.Response) -> ConnectionConfigErro
     snippet = first_line(response.text[:120]) or "an empty body"
     return ConnectionConfigError(
         f"{what}: {_origin(response.url)} answered HTTP {response.status_code} ({kind}: {snippet!r}), "
-        "which is not WebHDFS JSON, so the port is probably wrong; set the connection's host and port to "
-        "the NameNode's WebHDFS HTTP address (dfs.namenode.http-address, 9870 on Hadoop 3, 50070 on Hadoop 2)."
+        f"which is not WebHDFS JSON, so the port is probably wrong. {WRONG_PORT_HINT}"
     )
 
 

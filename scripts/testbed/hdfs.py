@@ -226,6 +226,8 @@ class HdfsCluster:
     namenode_urls: list[str]
     rpc_url: str
     superuser: str
+    #: The DataNode's HTTP address (what a user may mistake for the NameNode's).
+    datanode_http_url: str = ""
 
     def __init__(self, base_dir: Path, namenode_urls: list[str], rpc_url: str) -> None:
         self.base_dir = base_dir
@@ -447,11 +449,13 @@ def _common_conf(base_dir: Path, default_fs: str) -> tuple[dict[str, str], dict[
     return core, hdfs
 
 
-def _datanode_conf(hdfs: dict[str, str]) -> None:
+def _datanode_conf(hdfs: dict[str, str]) -> str:
+    """Give the DataNode free ports; returns its HTTP URL."""
     dn_http, dn_data, dn_ipc = free_ports(3)
     hdfs["dfs.datanode.http.address"] = f"127.0.0.1:{dn_http}"
     hdfs["dfs.datanode.address"] = f"127.0.0.1:{dn_data}"
     hdfs["dfs.datanode.ipc.address"] = f"127.0.0.1:{dn_ipc}"
+    return f"http://127.0.0.1:{dn_http}"
 
 
 def _fresh_dirs(base_dir: Path) -> Path:
@@ -481,12 +485,13 @@ def start_single(base_dir: Path, *, timeout: float = 90) -> HdfsCluster:
     core, hdfs = _common_conf(base_dir, f"hdfs://127.0.0.1:{rpc}")
     hdfs["dfs.namenode.rpc-address"] = f"127.0.0.1:{rpc}"
     hdfs["dfs.namenode.http-address"] = f"127.0.0.1:{http}"
-    _datanode_conf(hdfs)
+    datanode_url = _datanode_conf(hdfs)
     conf = base_dir / "conf" / "single"
     _write_conf(conf, core, hdfs)
 
     url = f"http://127.0.0.1:{http}"
     cluster = HdfsCluster(base_dir, [url], f"hdfs://127.0.0.1:{rpc}")
+    cluster.datanode_http_url = datanode_url
     try:
         fmt = cluster._run_tool(conf, NAMENODE_CLASS, ["-format", "-nonInteractive", "-force"], log="format")
         if fmt.returncode != 0:
@@ -641,7 +646,7 @@ def start_ha(base_dir: Path, *, timeout: float = 120) -> HaHdfsCluster:
             "dfs.ha.log-roll.period": "10",
         }
     )
-    _datanode_conf(hdfs)
+    datanode_url = _datanode_conf(hdfs)
     (data / "shared-edits").mkdir(parents=True)
     confs = {}
     for name in ("client", *NAMENODE_IDS):
@@ -654,6 +659,7 @@ def start_ha(base_dir: Path, *, timeout: float = 120) -> HaHdfsCluster:
 
     urls = [f"http://127.0.0.1:{http1}", f"http://127.0.0.1:{http2}"]
     cluster = HaHdfsCluster(base_dir, urls, {"nn1": f"hdfs://127.0.0.1:{rpc1}", "nn2": f"hdfs://127.0.0.1:{rpc2}"})
+    cluster.datanode_http_url = datanode_url
     try:
         fmt = cluster._run_tool(confs["nn1"], NAMENODE_CLASS, ["-format", "-nonInteractive", "-force"], log="format")
         if fmt.returncode != 0:

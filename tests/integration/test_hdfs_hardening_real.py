@@ -8,6 +8,7 @@ other case runs against the real NameNode or the real local disk.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,14 @@ from airflow_ml_provider.exceptions import (
     StorageUnavailableError,
 )
 from airflow_ml_provider.hooks.webhdfs import HdfsHook
+from airflow_ml_provider.storage.markers import marker_locations
 from scripts.testbed.canned_http import HTML_200, NEGOTIATE_401, CannedHttpServer
 from scripts.testbed.counting_proxy import CountingProxy
-from tests.integration.conftest import set_hdfs_conn
-from tests.integration.test_hdfs_sensor_real import CTX, sensor, tls_proxy, touch
+from tests.integration.conftest import admin_client, set_hdfs_conn
+from tests.integration.test_hdfs_sensor_real import CTX, conn, sensor, tls_proxy, touch
 
 pytestmark = pytest.mark.integration
-__all__ = ["tls_proxy"]  # the fixture, shared with the sensor tests
+__all__ = ["conn", "tls_proxy"]  # the fixtures, shared with the sensor tests
 
 
 def fails_at_once(started: float) -> None:
@@ -204,3 +206,83 @@ def test_plain_http_against_a_tls_port_hints_use_ssl(
     with pytest.raises(AirflowSensorTimeout) as info:
         sensor(paths=hdfs_dir, hdfs_conn_id="hdfs_plain", timeout=1.5, poke_interval=0.3).execute(CTX)
     assert "'use_ssl' to true" in str(info.value)
+
+
+# -- a directory the user may traverse but not list (item 6) -------------------------------------
+
+
+def test_execute_only_parent_falls_back_to_one_status_per_marker(hdfs: Any, hdfs_dir: str, conn: None) -> None:
+    """A 711 directory refuses LISTSTATUS but not GETFILESTATUS of its files, as the stock sensor finds."""
+    parent = f"{hdfs_dir}/drop"
+    for name in ("_A", "_B"):
+        touch(hdfs, f"{parent}/{name}")
+    admin_client(hdfs).set_permission(parent, "711")
+    markers = [f"{parent}/_A", f"{parent}/_B"]
+    result = sensor(paths=markers, marker=None).execute(CTX)
+    assert sorted(r["path"] for r in result) == markers
+    report = HdfsHook("hdfs_it").check_markers(marker_locations([*markers, f"{parent}/_C"], None))
+    assert report.requests == 4  # the refused listing, then one status per marker
+    assert report.missing == [f"{parent}/_C"]  # missing, not "permission denied"
+    with pytest.raises(AirflowSensorTimeout, match="_C"):
+        sensor(paths=[*markers, f"{parent}/_C"], marker=None, timeout=1).execute(CTX)
+
+
+# -- naive newer_than follows [core] default_timezone (item 7) -----------------------------------
+
+
+def test_naive_newer_than_is_read_in_the_default_timezone(
+    hdfs: Any, hdfs_dir: str, conn: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10:00 in Tokyo is 01:00 UTC: a marker written at 03:00 UTC is fresh there, stale in UTC."""
+    touch(hdfs, f"{hdfs_dir}/_SUCCESS", when=dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.timezone.utc))
+    monkeypatch.setenv("AIRFLOW__CORE__DEFAULT_TIMEZONE", "Asia/Tokyo")
+    assert sensor(paths=hdfs_dir, newer_than="2026-11-23T10:00:00").execute(CTX)
+    assert sensor(paths=hdfs_dir, newer_than=dt.datetime(2026, 11, 23, 10, 0)).execute(CTX)
+    monkeypatch.setenv("AIRFLOW__CORE__DEFAULT_TIMEZONE", "UTC")
+    with pytest.raises(AirflowSensorTimeout) as info:
+        sensor(paths=hdfs_dir, newer_than="2026-11-23T10:00:00", timeout=1).execute(CTX)
+    message = str(info.value)
+    assert "older than the freshness bound 2026-11-23T10:00:00+00:00" in message  # the bound, not only the marker
+    assert f"{hdfs_dir}/_SUCCESS (2026-11-23T03:00:00+00:00)" in message
+
+
+# -- the denying ancestor and wrong ports (item 9) -----------------------------------------------
+
+
+@pytest.mark.parametrize("n_markers", [1, 2], ids=["getfilestatus", "liststatus"])
+def test_denied_traversal_names_the_directory_that_denies(hdfs: Any, hdfs_dir: str, conn: None, n_markers: int) -> None:
+    """Hadoop 2.7 names the marker; the message names the 700 directory above it, owner and mode."""
+    locked = f"{hdfs_dir}/locked"
+    parent = f"{locked}/country=FR/week=48"
+    for i in range(n_markers):
+        touch(hdfs, f"{parent}/_SUCCESS_{i}")
+    admin_client(hdfs).set_permission(locked, "700")
+    paths = [f"{parent}/_SUCCESS_{i}" for i in range(n_markers)]
+    with pytest.raises(StorageRefusedError) as info:
+        sensor(paths=paths, marker=None, timeout=60, soft_fail=True).execute(CTX)
+    message = str(info.value)
+    assert f"The directory '{locked}' (owner {hdfs.superuser}, group supergroup, permission 700)" in message
+    assert "Grant execute (x)" in message
+    assert "access=EXECUTE" in message  # Hadoop's own words are kept
+    assert not message.endswith("..")
+
+
+@pytest.mark.parametrize("port", ["datanode", "rpc"])
+@pytest.mark.parametrize("n_markers", [1, 2], ids=["getfilestatus", "liststatus"])
+def test_datanode_or_rpc_port_gets_the_wrong_port_hint(
+    hdfs: Any, hdfs_dir: str, monkeypatch: pytest.MonkeyPatch, port: str, n_markers: int
+) -> None:
+    url = hdfs.datanode_http_url if port == "datanode" else hdfs.rpc_url.replace("hdfs://", "http://")
+    set_hdfs_conn(monkeypatch, "hdfs_port", [url])
+    paths = [hdfs_dir] if n_markers == 1 else [f"{hdfs_dir}/_A", f"{hdfs_dir}/_B"]
+    started = time.monotonic()
+    with pytest.raises(ConnectionConfigError) as info:
+        sensor(
+            paths=paths, marker="_SUCCESS" if n_markers == 1 else None, hdfs_conn_id="hdfs_port", timeout=60
+        ).execute(CTX)
+    fails_at_once(started)
+    message = str(info.value)
+    assert "port is probably wrong" in message
+    assert "dfs.namenode.http-address" in message
+    assert url in message
+    assert ".." not in message
