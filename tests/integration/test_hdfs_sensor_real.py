@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import ssl
 import subprocess
 import threading
@@ -19,6 +18,7 @@ from airflow_ml_provider.exceptions import ConnectionConfigError, StorageRefused
 from airflow_ml_provider.hooks.webhdfs import HdfsHook
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
 from scripts.testbed.counting_proxy import CountingProxy
+from scripts.testbed.loopback_http import free_port
 from tests.integration.conftest import admin_client, set_hdfs_conn
 
 pytestmark = pytest.mark.integration
@@ -43,12 +43,6 @@ def touch(hdfs: Any, path: str, when: dt.datetime | None = None) -> None:
     if when is not None:
         ms = int(when.timestamp() * 1000)
         client.set_times(path, access_time=ms, modification_time=ms)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_all_partitions_present_returns_markers_and_times(hdfs: Any, hdfs_dir: str, conn: None) -> None:
