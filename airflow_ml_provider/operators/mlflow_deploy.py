@@ -19,14 +19,19 @@ kinds of containers, all with host networking and labelled ``airflow-ml-provider
 A deploy: take the endpoint's lock (:mod:`airflow_ml_provider.serving.lock`: one deploy per
 endpoint at a time, whatever DAGs they come from; others wait at most ``lock_timeout`` s), resolve
 the version ``alias`` points to (or take ``version``) only then, so a deploy that waited serves
-the alias as it is now; if the router's current upstream already serves that model version, do
-nothing. Otherwise start the new model container (tracking URI and credentials as *secret*
-environment, cpu/memory limits from ``resources``), wait until ``GET /ping`` answers 200 (at most
-``health_timeout`` s). If it never does, it is removed, the old one keeps serving and the task
-fails with its last log lines. Then the router is switched (or started, the first time),
-connections still on the old container drain (keep-alive connections move at their next
-request; at most ``drain_timeout`` s) and the old container is removed. Requests in flight
-during the switch all complete. The lock is released at the end, on failure too.
+the alias as it is now; if the router's current upstream (a running container) already serves
+that model version, do nothing. Otherwise start the new model container (tracking URI and
+credentials as *secret* environment, cpu/memory limits from ``resources``), wait until
+``GET /ping`` answers 200 (at most ``health_timeout`` s). If it never does, it is removed, the
+old one keeps serving and the task fails with its last log lines. Then the router is switched
+(or started, the first time), connections still on the old container drain (keep-alive
+connections move at their next request; at most ``drain_timeout`` s) and the old container is
+removed. Requests in flight during the switch all complete. The lock is released at the end, on failure too.
+
+Crashes: once healthy, model and router containers get Docker's ``unless-stopped`` restart policy;
+while a model is down the router's ``GET /health`` answers 503. A deploy replaces the container
+the router points to, running or not (its version is ``previous_version``; a dead one is replaced
+even when it has the requested version).
 
 Assumptions: the Docker engine is **local to the worker** (``ml_docker_default`` or a
 ``unix://`` connection): health probes and the router's control API are reached on the worker's
@@ -70,7 +75,7 @@ from airflow_ml_provider.serving.endpoint_docker import (
 )
 from airflow_ml_provider.serving.lock import LOCK_GRACE, endpoint_lock, lock_owner
 from airflow_ml_provider.serving.model_server import CA_PATH, await_healthy, mlflow_container_env, model_spec
-from airflow_ml_provider.serving.router_client import connect_router, start_router
+from airflow_ml_provider.serving.router_client import PROBE_PATH, connect_router, start_router
 from airflow_ml_provider.utils.resources import ResourceSpec
 from airflow_ml_provider.utils.templating import is_templated
 
@@ -132,8 +137,9 @@ class MlflowDeployModelOperator(MlflowOperator):
 
     Returns (XCom) ``{"endpoint": "http://127.0.0.1:<port>", "name", "version", "container",
     "previous_version", "changed"}``: ``container`` is the serving model container's id,
-    ``previous_version`` the version served before (``None`` on the first deploy), ``changed`` is
-    False when the endpoint already served the version (nothing was done).
+    ``previous_version`` the version of the container the router pointed to, running or not
+    (``None`` on the first deploy), ``changed`` is False when the endpoint already served the
+    version (nothing was done).
 
     :param name: registered model name (templated).
     :param endpoint_name: the endpoint's stable name, ``[a-z0-9-]``, at most 40 characters (templated).
@@ -312,18 +318,22 @@ class MlflowDeployModelOperator(MlflowOperator):
                 f"{self.port}; use that port or take the endpoint down first (remove_endpoint)."
             )
         control = None if router is None else connect_router(docker, router, self.endpoint_name, self.admin_port)
-        current = None
+        current = None  # the model container the router sends requests to: the one being replaced
         if control is not None:
             upstream = str(control.state()["upstream"])
-            current = next((m for m in models if m.labels.get(LABEL_PORT) == upstream and m.status == "running"), None)
-        serves = None if current is None else (current.labels.get(LABEL_MODEL), current.labels.get(LABEL_VERSION))
-        if current is not None and serves == (self.name, version):
+            current = next((m for m in models if m.labels.get(LABEL_PORT) == upstream), None)
+        previous = None if current is None else current.labels.get(LABEL_VERSION)
+        if current is not None and current.status != "running":
+            self.log.warning(
+                "Endpoint %s routes to %s (%s version %s), which is %s (crashed, or stopped by hand); it is replaced.",
+                self.endpoint_name, current.name, current.labels.get(LABEL_MODEL), previous, current.status,
+            )  # fmt: skip
+        elif current is not None and (current.labels.get(LABEL_MODEL), previous) == (self.name, version):
             self.log.info(
                 "Endpoint %s already serves %s version %s (%s).", self.endpoint_name, self.name, version, current.name
             )
             self._remove(docker, [m for m in models if m.id != current.id])
             return self._result(version, current.id, version, changed=False)
-        previous = current.labels.get(LABEL_VERSION) if current is not None else None
 
         spec = self._model_spec(version)
         new_port = int(spec.labels[LABEL_PORT])
@@ -332,6 +342,7 @@ class MlflowDeployModelOperator(MlflowOperator):
         self.log.info("Started %s for %s version %s on port %s.", started.name, self.name, version, new_port)
         try:
             await_healthy(docker, started, spec, new_port, self.health_timeout)
+            docker.keep_running(started)  # only now: a container that never served is not restarted
             if control is None:
                 control = start_router(
                     docker,
@@ -341,6 +352,7 @@ class MlflowDeployModelOperator(MlflowOperator):
                     admin_port=self.admin_port,
                     upstream=new_port,
                     log=self.log,
+                    health_path=PROBE_PATH,
                 )
             else:
                 was = control.switch(new_port)

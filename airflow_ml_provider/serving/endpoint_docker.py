@@ -21,6 +21,14 @@ else reaches past.
 
 Every container of an endpoint carries the label :data:`LABEL_ENDPOINT` ``=<endpoint>`` and a
 :data:`LABEL_ROLE`. The docker SDK is imported inside methods only.
+
+Restarts: a model or router container gets Docker's restart policy :data:`RESTART_POLICY`
+(:meth:`EndpointDocker.keep_running`) once it serves, i.e. once it answered its health probe: it
+then comes back after a crash (an OOM kill, say; with Docker's backoff) and after a dockerd
+restart, while a stop (the deploy's own removal, or ``docker stop`` by hand) ends it. Not at
+start: a container that fails while it starts (a model that does not load) would be restarted
+over and over, look ``running`` to the health wait, and fail the deploy only at its timeout,
+without its exit code. Job containers (the backends) and the lock never get a restart policy.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ ROLE_MODEL = "model"
 ROLE_LOCK = "deploy-lock"
 #: Log lines of a failed container quoted in a task's error.
 LOG_TAIL = 30
+#: Docker's restart policy of a serving model or router container (see the module docstring).
+RESTART_POLICY = "unless-stopped"
 
 
 class Log(Protocol):
@@ -198,6 +208,21 @@ class EndpointDocker:
         if started is None:
             raise BackendError(f"Container {spec.key} disappeared right after it was started.")
         return started
+
+    def keep_running(self, container: ServiceContainer) -> None:
+        """Give ``container``, which now serves, the restart policy :data:`RESTART_POLICY`; BackendError if refused.
+
+        :param container: a model or router container that answered its health probe.
+        """
+        import docker.errors
+
+        try:
+            self._client.api.update_container(container.id, restart_policy={"Name": RESTART_POLICY})
+        except docker.errors.APIError as e:
+            raise BackendError(
+                f"Docker refused the restart policy {RESTART_POLICY!r} for container {container.name}: "
+                f"{e.explanation or e}"
+            ) from None
 
     def status(self, container: ServiceContainer) -> JobStatus:
         """Whether ``container`` still runs, or how it ended (``finished``, ``exit_code``, ``oom_killed``).

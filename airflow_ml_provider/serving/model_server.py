@@ -4,7 +4,8 @@ A **model** container ``ml-serve-<endpoint>-v<version>-<6 hex>`` runs ``mlflow m
 models:/<name>/<version> --env-manager local`` with host networking on a port of its own (two
 containers cannot share one). The tracking URI and credentials are *secret* environment; the
 connection's CA bundle is mounted read-only at :data:`CA_PATH`. It is healthy once ``GET /ping``
-answers 200 on the worker's 127.0.0.1 (the Docker engine is local to the worker).
+(:data:`PROBE_PATH`) answers 200 on the worker's 127.0.0.1 (the Docker engine is local to the
+worker); the endpoint's router probes the same path for its own ``GET /health``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from airflow_ml_provider.serving.endpoint_docker import (
     EndpointDocker,
     ServiceContainer,
 )
-from airflow_ml_provider.serving.router_client import local_http
+from airflow_ml_provider.serving.router_client import PROBE_PATH, local_http
 
 if TYPE_CHECKING:
     from airflow_ml_provider.backends.base import JobSpec, Mount
@@ -114,7 +115,7 @@ def model_server_healthy(port: int) -> bool:
     :param port: the model server's port on 127.0.0.1.
     """
     try:
-        status, _ = local_http("GET", port, "/ping", timeout=2.0)
+        status, _ = local_http("GET", port, PROBE_PATH, timeout=2.0)
         if status == 404:
             status, _ = local_http("GET", port, "/health", timeout=2.0)
     except (OSError, http.client.HTTPException):

@@ -4,7 +4,7 @@
 command of a *router* container per endpoint (``python3 -c <this source> --listen-port ...``), so
 any image with a ``python3`` will do. It can also be run (or imported, for tests) directly::
 
-    python3 router.py --listen-port 8080 --upstream-port 41234 --admin-port 8081
+    python3 router.py --listen-port 8080 --upstream-port 41234 --admin-port 8081 --health-path /ping
 
 * **Data plane**: listens on ``--listen-host:--listen-port`` and connects every new client
   connection to ``--upstream-host:<current upstream port>``, then copies bytes both ways
@@ -27,7 +27,15 @@ any image with a ``python3`` will do. It can also be run (or imported, for tests
                       "migrated": n}`` (what a deployer polls to know the old upstream drained)
   ``PUT /upstream``   body ``{"port": N}``: switch new connections to port N; 409 (nothing
                       changed) if nothing accepts a connection on N
-  ``GET /health``     200 ``ok`` (never needs the token)
+  ``GET /health``     200 ``ok`` when the *current upstream* serves, else 503 and why (``upstream
+                      127.0.0.1:41234 refused the connection``); never needs the token, so a load
+                      balancer or monitor can poll it. With ``--health-path PATH`` (the deploy
+                      operator passes ``/ping``) that is ``GET PATH`` on the upstream answering 200,
+                      else a TCP connect, within ``HEALTH_TIMEOUT`` s. (``/state`` tells whether
+                      the router itself answers.)
+* **Restarts**: with ``--state-file PATH`` each switch is written there, and a starting router that
+  finds a port there uses it instead of ``--upstream-port``: Docker restarts a crashed container
+  with its first command line but keeps its files, so the router resumes on its last upstream.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hmac
+import http.client
 import json
 import os
 import re
@@ -47,6 +56,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 CONNECT_TIMEOUT = 5.0
+#: Seconds ``GET /health`` waits for the upstream: to connect, and for the answer on the health path.
+HEALTH_TIMEOUT = 2.0
 BUFFER = 65536
 #: The environment variable holding the control API's bearer token.
 TOKEN_ENV = "ROUTER_ADMIN_TOKEN"  # noqa: S105  # a variable name, not a secret
@@ -77,6 +88,9 @@ class Router:
     :param admin_host: the address the control API is bound to.
     :param migrate: move keep-alive connections to a new upstream at request boundaries.
     :param admin_token: if set, the control API (but ``/health``) requires ``Authorization: Bearer <token>``.
+    :param health_path: ``/health`` sends ``GET <health_path>`` to the upstream and needs a 200;
+        None: a TCP connect to the upstream decides.
+    :param state_file: where each switch is written; :meth:`start` resumes on the port found there.
     """
 
     def __init__(
@@ -90,12 +104,16 @@ class Router:
         admin_host: str = "127.0.0.1",
         migrate: bool = True,
         admin_token: str | None = None,
+        health_path: str | None = None,
+        state_file: str | None = None,
     ) -> None:
         self.listen_host, self.listen_port = listen_host, listen_port
         self.admin_token = admin_token or None
         self.upstream_host = upstream_host
         self.admin_host, self.admin_port = admin_host, admin_port
         self.migrate = migrate
+        self.health_path = health_path or None
+        self.state_file = state_file or None
         self._upstream = upstream_port
         self._lock = threading.Lock()
         self._open: dict[int, int] = {}
@@ -122,6 +140,7 @@ class Router:
         _connect(self.upstream_host, port).close()
         with self._lock:
             previous, self._upstream = self._upstream, port
+            self._remember(port)
         if previous != port:
             print(f"router: upstream {previous} -> {port}", flush=True)
         return previous
@@ -136,6 +155,47 @@ class Router:
                 "migrated": self._migrated,
             }
 
+    def health(self) -> str | None:
+        """None when the current upstream serves (see ``GET /health``), else why not."""
+        port, path = self.upstream, self.health_path
+        where, probe = f"upstream {self.upstream_host}:{port}", f"answer GET {path}" if path else "accept a connection"
+        try:
+            if path is None:
+                socket.create_connection((self.upstream_host, port), timeout=HEALTH_TIMEOUT).close()
+                return None
+            conn = http.client.HTTPConnection(self.upstream_host, port, timeout=HEALTH_TIMEOUT)
+            try:
+                conn.request("GET", path)
+                status = conn.getresponse().status
+            finally:
+                conn.close()
+        except ConnectionRefusedError:
+            return f"{where} refused the connection"
+        except TimeoutError:  # Python 3.9's socket.timeout is not one: reported by the next clause
+            return f"{where} did not {probe} within {HEALTH_TIMEOUT:g} s"
+        except (OSError, http.client.HTTPException) as e:
+            return f"{where} did not {probe}: {type(e).__name__}: {e}"
+        return None if status == 200 else f"{where} answered HTTP {status} to GET {path}"
+
+    def _remember(self, port: int) -> None:
+        """Write ``port`` to the state file, if any (a failure is reported, never raised)."""
+        try:
+            if self.state_file is not None:
+                with open(f"{self.state_file}.tmp", "w") as f:
+                    f.write(str(port))
+                os.replace(f"{self.state_file}.tmp", self.state_file)
+        except OSError as e:
+            print(f"router: could not write the upstream to {self.state_file}: {e}", file=sys.stderr, flush=True)
+
+    def _remembered(self) -> int | None:
+        """The port in the state file; None when there is none (no file, or not a port)."""
+        try:
+            with open(self.state_file or "") as f:
+                text = f.read(16).strip()
+        except OSError:
+            return None  # no state file (not configured, or never switched)
+        return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+
     def _count(self, port: int, delta: int) -> None:
         with self._lock:
             self._open[port] = self._open.get(port, 0) + delta
@@ -143,7 +203,14 @@ class Router:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Router:
-        """Bind both ports and serve in background threads (the bound ports are in the attributes)."""
+        """Bind both ports and serve in background threads (the bound ports are in the attributes).
+
+        The upstream is the state file's port when it holds one (this router was restarted).
+        """
+        remembered = self._remembered()
+        if remembered is not None and remembered != self._upstream:
+            print(f"router: upstream {remembered} from {self.state_file} (switched before a restart)", flush=True)
+            self._upstream = remembered
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.listen_host, self.listen_port))
@@ -294,7 +361,11 @@ def _handler(router: Router) -> type[BaseHTTPRequestHandler]:
             if self.path == "/state":
                 self._send(200, router.state())
             elif self.path == "/health":
-                self._send(200, "ok")
+                reason = router.health()
+                if reason is None:
+                    self._send(200, "ok")
+                else:
+                    self._send(503, reason)
             else:
                 self._send(404, {"error": f"no such path {self.path}; use /state, /health or PUT /upstream"})
 
@@ -336,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--upstream-host", default="127.0.0.1")
     parser.add_argument("--admin-host", default="127.0.0.1")
     parser.add_argument("--tcp-only", action="store_true", help="never move a connection to a new upstream")
+    parser.add_argument("--health-path", help="GET /health needs a 200 from GET <this path> on the upstream")
+    parser.add_argument("--state-file", help="remember the upstream here across restarts")
     args = parser.parse_args(argv)
     router = Router(
         args.listen_port,
@@ -346,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin_host=args.admin_host,
         migrate=not args.tcp_only,
         admin_token=os.environ.get(TOKEN_ENV),
+        health_path=args.health_path,
+        state_file=args.state_file,
     ).start()
     print(
         f"router: listening on {router.listen_host}:{router.listen_port}, upstream "

@@ -11,7 +11,12 @@ TLS, and the module stays importable without requests.
 
 The router's API (see :mod:`airflow_ml_provider.serving.router`): ``GET /state`` (upstream port
 and open connections per upstream), ``PUT /upstream`` (switch), ``GET /health``; the first two
-need ``Authorization: Bearer <token>``, the router's own random token.
+need ``Authorization: Bearer <token>``, the router's own random token. ``/health`` answers 200
+only while the router's *upstream* serves (for load balancers and monitors), so whether the
+router itself is up is asked with ``GET /state`` (:meth:`RouterClient.ready`), never ``/health``.
+Once it answers, the router gets Docker's restart policy
+(:meth:`~airflow_ml_provider.serving.endpoint_docker.EndpointDocker.keep_running`) and remembers
+each switch in :data:`ROUTER_STATE_FILE`, so after a restart it resumes on its last upstream.
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ if TYPE_CHECKING:
 #: Seconds a new router may take to answer its control API.
 ROUTER_START_TIMEOUT = 30.0
 ROUTER_SOURCE = Path(__file__).resolve().parent / "router.py"
+#: The model servers' health probe (MLflow's scoring server answers 200 once the model is loaded);
+#: the router's ``GET /health`` probes its upstream there too.
+PROBE_PATH = "/ping"
+#: Where the router container keeps its current upstream port (``--state-file``) across restarts.
+ROUTER_STATE_FILE = "/tmp/ml-router-upstream"
 
 
 def local_http(
@@ -151,7 +161,9 @@ class RouterClient:
             time.sleep(0.2)
 
 
-def router_spec(*, endpoint: str, image: str, port: int, admin_port: int, upstream: int, token: str) -> JobSpec:
+def router_spec(
+    *, endpoint: str, image: str, port: int, admin_port: int, upstream: int, token: str, health_path: str | None = None
+) -> JobSpec:
     """The spec of ``endpoint``'s router: ``port`` forwards to ``upstream``, control API on ``admin_port``.
 
     :param endpoint: the endpoint's name.
@@ -160,15 +172,18 @@ def router_spec(*, endpoint: str, image: str, port: int, admin_port: int, upstre
     :param admin_port: the control API's port.
     :param upstream: the first model server's port.
     :param token: the control API's bearer token (secret environment, never the command line).
+    :param health_path: the router's ``GET /health`` needs a 200 from ``GET <health_path>`` on its
+        upstream (``/ping`` for MLflow model servers); None: a TCP connect decides.
     """
     from airflow_ml_provider.backends.base import JobSpec, spec_digest
 
     source = ROUTER_SOURCE.read_text()
-    ports = ["--listen-port", str(port), "--upstream-port", str(upstream), "--admin-port", str(admin_port)]
+    args = ["--listen-port", str(port), "--upstream-port", str(upstream), "--admin-port", str(admin_port)]
+    args += ["--state-file", ROUTER_STATE_FILE, *(["--health-path", health_path] if health_path else [])]
     spec = JobSpec(
         key=f"ml-serve-{endpoint}-router",
         image=image,
-        command=["python3", "-c", source, *ports],
+        command=["python3", "-c", source, *args],
         env={"PYTHONUNBUFFERED": "1"},
         secret_env={TOKEN_ENV: token},
         network="host",
@@ -208,11 +223,13 @@ def start_router(
     admin_port: int,
     upstream: int,
     log: Log,
+    health_path: str | None = None,
 ) -> RouterClient:
     """Start ``endpoint``'s router with a new random token; its client once the control API answers.
 
     The router container is removed, and ModelDeployError names the ports and quotes its log, when
-    it exits or does not answer within :data:`ROUTER_START_TIMEOUT` (a port in use, say).
+    it exits or does not answer within :data:`ROUTER_START_TIMEOUT` (a port in use, say). Once it
+    answers it gets Docker's restart policy.
 
     :param docker: the endpoint's Docker engine.
     :param endpoint: the endpoint's name.
@@ -221,12 +238,21 @@ def start_router(
     :param admin_port: the control API's port.
     :param upstream: the first model server's port.
     :param log: where the start is logged.
+    :param health_path: see :func:`router_spec`.
     """
     from airflow.sdk.log import mask_secret
 
     token = secrets.token_urlsafe(32)
     mask_secret(token)
-    spec = router_spec(endpoint=endpoint, image=image, port=port, admin_port=admin_port, upstream=upstream, token=token)
+    spec = router_spec(
+        endpoint=endpoint,
+        image=image,
+        port=port,
+        admin_port=admin_port,
+        upstream=upstream,
+        token=token,
+        health_path=health_path,
+    )
     router = docker.start(spec)
     control = RouterClient(router.name, endpoint, admin_port, token)
     deadline = time.monotonic() + ROUTER_START_TIMEOUT
@@ -242,5 +268,10 @@ def start_router(
                 + ("\n".join(lines) or "(no output)")
             )
         time.sleep(0.2)
+    try:
+        docker.keep_running(router)
+    except BaseException:
+        docker.remove(router)
+        raise
     log.info("Started router %s on 127.0.0.1:%s -> %s.", router.name, port, upstream)
     return control

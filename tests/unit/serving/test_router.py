@@ -207,3 +207,57 @@ def test_with_a_token_the_control_api_answers_only_requests_that_carry_it(blue_g
         )
         assert local_http_on(r, "GET", "/state", token="t0ken-abc")[1]["upstream"] == green.port
         assert get(r.listen_port) == "green"
+
+
+def test_health_follows_the_upstream_and_never_needs_the_token(blue_green: tuple[Named, Named]) -> None:
+    """Without a health path a TCP connect to the current upstream decides; 503 names the port and why."""
+    blue, green = blue_green
+    with Router(0, blue.port, 0, admin_token="t0ken-abc") as r:
+        assert local_http_on(r, "GET", "/health") == (200, "ok")
+        blue.close()  # the model server died; the router itself is fine
+        assert local_http_on(r, "GET", "/health") == (503, f"upstream 127.0.0.1:{blue.port} refused the connection")
+        assert local_http_on(r, "GET", "/state", token="t0ken-abc")[0] == 200  # the control API still answers
+        r.switch(green.port)
+        assert local_http_on(r, "GET", "/health") == (200, "ok")
+
+
+def test_with_a_health_path_only_a_200_there_is_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_ml_provider.serving import router as router_module
+
+    monkeypatch.setattr(router_module, "HEALTH_TIMEOUT", 0.3)
+    ok, no_ping = Named("m"), Named("m", missing=("/ping",))
+    hung = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel does), never answers
+    hung_port = hung.getsockname()[1]
+    try:
+        with Router(0, ok.port, 0, health_path="/ping") as r:
+            assert local_http_on(r, "GET", "/health") == (200, "ok")
+            r.switch(no_ping.port)
+            status, body = local_http_on(r, "GET", "/health")
+            assert (status, body) == (503, f"upstream 127.0.0.1:{no_ping.port} answered HTTP 404 to GET /ping")
+            r.switch(hung_port)
+            status, body = local_http_on(r, "GET", "/health")
+            assert (status, body) == (503, f"upstream 127.0.0.1:{hung_port} did not answer GET /ping within 0.3 s")
+            r.switch(ok.port)
+            ok.close()
+            status, body = local_http_on(r, "GET", "/health")
+            assert (status, body) == (503, f"upstream 127.0.0.1:{ok.port} refused the connection")
+    finally:
+        hung.close()
+        no_ping.close()
+
+
+def test_a_restarted_router_comes_back_on_the_upstream_it_was_switched_to(
+    blue_green: tuple[Named, Named], tmp_path: Any
+) -> None:
+    """Docker restarts a crashed router with its first command line; the state file keeps the switch."""
+    blue, green = blue_green
+    state = tmp_path / "upstream"
+    with Router(0, blue.port, -1, state_file=str(state)) as r:
+        assert r.upstream == blue.port
+        r.switch(green.port)
+    with Router(0, blue.port, -1, state_file=str(state)) as again:  # the same arguments
+        assert again.upstream == green.port
+        assert get(again.listen_port) == "green"
+    state.write_text("not a port")
+    with Router(0, blue.port, -1, state_file=str(state)) as unreadable:
+        assert unreadable.upstream == blue.port

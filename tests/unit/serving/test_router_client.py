@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +23,17 @@ from airflow_ml_provider.serving.endpoint_docker import (
     LABEL_ROLE,
     LABEL_ROUTER_CODE,
     ROLE_ROUTER,
+    free_port,
 )
 from airflow_ml_provider.serving.router import TOKEN_ENV, Router
-from airflow_ml_provider.serving.router_client import ROUTER_SOURCE, RouterClient, local_http, router_spec
+from airflow_ml_provider.serving.router_client import (
+    PROBE_PATH,
+    ROUTER_SOURCE,
+    ROUTER_STATE_FILE,
+    RouterClient,
+    local_http,
+    router_spec,
+)
 from tests.unit.serving.conftest import Named, get
 
 TOKEN = "router-" + "k" * 24
@@ -122,7 +134,9 @@ def test_local_http_sends_the_bearer_token_and_parses_json_or_text(router: Route
 
 
 def test_the_router_spec_keeps_its_token_off_the_command_line() -> None:
-    spec = router_spec(endpoint="pricing", image="base:1", port=8080, admin_port=8081, upstream=41234, token=TOKEN)
+    spec = router_spec(
+        endpoint="pricing", image="base:1", port=8080, admin_port=8081, upstream=41234, token=TOKEN, health_path="/ping"
+    )
     assert spec.key == "ml-serve-pricing-router"
     assert spec.network == "host"
     assert dict(spec.secret_env) == {TOKEN_ENV: TOKEN}
@@ -130,7 +144,10 @@ def test_the_router_spec_keeps_its_token_off_the_command_line() -> None:
     assert TOKEN not in " ".join(command)
     assert command[:2] == ["python3", "-c"]
     assert command[2] == ROUTER_SOURCE.read_text()
-    assert command[3:] == ["--listen-port", "8080", "--upstream-port", "41234", "--admin-port", "8081"]
+    assert command[3:] == [
+        *("--listen-port", "8080", "--upstream-port", "41234", "--admin-port", "8081"),
+        *("--state-file", ROUTER_STATE_FILE, "--health-path", "/ping"),
+    ]
     labels = dict(spec.labels)
     assert {k: labels[k] for k in (LABEL_ENDPOINT, LABEL_ROLE, LABEL_PORT, LABEL_ADMIN_PORT)} == {
         LABEL_ENDPOINT: "pricing",
@@ -140,3 +157,52 @@ def test_the_router_spec_keeps_its_token_off_the_command_line() -> None:
     }
     assert len(labels[LABEL_ROUTER_CODE]) == 12
     assert spec.spec_hash
+
+
+def test_ready_asks_the_router_not_its_upstream_whose_health_is_for_load_balancers(
+    router: Router, blue_green: tuple[Named, Named]
+) -> None:
+    """A deploy must reach the router of an endpoint whose model died: ``ready`` does not follow ``/health``."""
+    blue, _green = blue_green
+    blue.close()
+    assert local_http("GET", router.admin_port, "/health")[0] == 503
+    control = client(router)
+    assert control.ready()
+    assert control.state()["upstream"] == blue.port
+
+
+def test_the_router_command_runs_as_a_script_with_the_health_path_and_the_state_file(tmp_path: Path) -> None:
+    """The spec's command line, run for real (``python3 -c <source> ...``): /health follows the upstream's /ping."""
+    model, no_ping = Named("m"), Named("m", missing=(PROBE_PATH,))
+    port, admin = free_port(), free_port()
+    spec = router_spec(
+        endpoint="pricing",
+        image="-",
+        port=port,
+        admin_port=admin,
+        upstream=model.port,
+        token=TOKEN,
+        health_path="/ping",
+    )
+    command = [sys.executable, *list(spec.command or [])[1:]]
+    command[command.index(ROUTER_STATE_FILE)] = str(tmp_path / "upstream")
+    proc = subprocess.Popen(command, env={**os.environ, **spec.secret_env})
+    try:
+        control = RouterClient("router", "pricing", admin, TOKEN)
+        deadline = time.monotonic() + 30
+        while not control.ready():
+            assert proc.poll() is None, "the router exited"
+            assert time.monotonic() < deadline, "the router did not answer within 30 s"
+            time.sleep(0.1)
+        assert local_http("GET", admin, "/health") == (200, "ok")
+        control.switch(no_ping.port)
+        assert local_http("GET", admin, "/health") == (
+            503,
+            f"upstream 127.0.0.1:{no_ping.port} answered HTTP 404 to GET /ping",
+        )
+        assert (tmp_path / "upstream").read_text() == str(no_ping.port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        model.close()
+        no_ping.close()
