@@ -16,6 +16,8 @@ Permanent (fix something first; retrying cannot help):
   never turn it into a skip: a misconfiguration must never look like "no data".
 * :class:`JobResultError` -- a container job's result file is not valid JSON.
 * :class:`MetronomeValidationError` -- Metronome refused a job definition (HTTP 422).
+* :class:`ForeignJobError` -- the job under the task's key belongs to another Airflow installation
+  (another namespace); it is left alone.
 
 Transient (a retry can help):
 
@@ -85,6 +87,13 @@ class MetronomeValidationError(BackendError, InvalidSpecError):
 
 class JobExistsError(MlProviderError):
     """A job with this key already exists on the scheduler; the operator re-attaches to it instead."""
+
+
+class ForeignJobError(PermanentError):
+    """The job under this task's key carries another installation's namespace; it is never removed.
+
+    The message names the job, its namespace and ours, and how to give the installations distinct ones.
+    """
 
 
 class JobResultError(PermanentError):

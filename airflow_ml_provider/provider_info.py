@@ -60,6 +60,16 @@ HDFS_CONN_FIELDS: dict[str, Any] = {
 }
 
 
+#: The installation namespace of container jobs, the same extra on ml_docker, ml_swarm and ml_metronome.
+_NAMESPACE_FIELD: dict[str, Any] = {
+    "label": "Installation namespace",
+    "schema": {"type": ["string", "null"]},
+    "description": (
+        "1-20 characters a-z, 0-9, '-'. Names and labels this Airflow's jobs, so installations sharing an "
+        "engine never touch each other's. Empty: the Airflow Variable ml_provider_namespace (made on first use)."
+    ),
+}
+
 _DOCKER_TLS_FIELDS: dict[str, Any] = {
     "tls_ca": {"label": "TLS CA certificate path", "schema": {"type": ["string", "null"]}},
     "tls_cert": {"label": "TLS client certificate path", "schema": {"type": ["string", "null"]}},
@@ -78,6 +88,7 @@ _DOCKER_TLS_FIELDS: dict[str, Any] = {
         "label": "Image pull policy",
         "schema": {"type": ["string", "null"], "enum": ["missing", "always", "never"], "default": "missing"},
     },
+    "namespace": _NAMESPACE_FIELD,
 }
 
 DOCKER_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -105,6 +116,7 @@ METRONOME_CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["integer", "null"], "default": 5},
     },
     "backoff": {"label": "First retry delay (seconds)", "schema": {"type": ["number", "null"], "default": 0.5}},
+    "namespace": _NAMESPACE_FIELD,
 }
 
 METRONOME_UI_FIELD_BEHAVIOUR: dict[str, Any] = {

@@ -9,7 +9,9 @@ Methods (``handle`` is the value returned by :meth:`ContainerBackend.submit` or
 
 ``find(key) -> JobHandle | None``
     The job named ``key`` if the scheduler still has one (running or finished), else ``None``.
-    Blocks for one API round trip. Used by a retry to find the previous try's job.
+    Blocks for one API round trip. Used by a retry to find the previous try's job. The handle
+    carries the job's namespace label (``""`` for a job started before namespaces existed), so
+    the operator can refuse to touch another installation's job.
 
 ``submit(spec) -> JobHandle``
     Create the job named ``spec.key`` and start it. Blocks until the scheduler accepted it, not
@@ -49,6 +51,11 @@ Methods (``handle`` is the value returned by :meth:`ContainerBackend.submit` or
 
 No method may put a secret environment value (``JobSpec.secret_env``) into a log line, an
 exception message or the handle.
+
+Namespaces: two Airflow installations may share one engine, Swarm or Metronome. Each has an
+installation namespace (see :class:`~airflow_ml_provider.hooks.container.ContainerJobHook`) that is
+part of every job key (:func:`job_key`) and a label on every job (:data:`LABEL_NAMESPACE`), so one
+installation never finds, re-attaches to or removes another's jobs.
 """
 
 from __future__ import annotations
@@ -70,7 +77,9 @@ __all__ = [
     "GONE",
     "LABEL_KEY",
     "LABEL_MANAGED",
+    "LABEL_NAMESPACE",
     "LABEL_SPEC",
+    "NAMESPACE_PATTERN",
     "PENDING",
     "RUNNING",
     "SUCCEEDED",
@@ -83,6 +92,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "Mount",
+    "is_namespace",
     "job_key",
     "poll_follow",
     "redact",
@@ -103,6 +113,11 @@ DEFAULT_RESULT_PATH = "/airflow/xcom/result.json"
 LABEL_KEY = "airflow-ml-provider.job-key"
 LABEL_SPEC = "airflow-ml-provider.spec-hash"
 LABEL_MANAGED = "airflow-ml-provider.managed"
+#: The installation namespace of the Airflow that started the job (see :func:`job_key`).
+LABEL_NAMESPACE = "airflow-ml-provider.namespace"
+
+#: An installation namespace: 1-20 characters of ``a-z``, ``0-9`` and ``-``, starting with a letter or digit.
+NAMESPACE_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 
 
 class Mount(NamedTuple):
@@ -135,6 +150,8 @@ class JobSpec(NamedTuple):
     :param result_path: where the job may write its JSON result.
     :param spec_hash: a digest of the non-secret parts, so a retry can tell "same job" from
         "the DAG changed in between" (see :func:`spec_digest`).
+    :param namespace: the installation namespace of the Airflow that runs the job (part of
+        ``key``; a label on the job); ``""`` = none.
     """
 
     key: str
@@ -150,11 +167,14 @@ class JobSpec(NamedTuple):
     working_dir: str | None = None
     result_path: str = DEFAULT_RESULT_PATH
     spec_hash: str = ""
+    namespace: str = ""
 
     def all_labels(self) -> dict[str, str]:
-        """User labels plus the ones the provider uses to find its jobs again."""
+        """User labels plus the ones the provider uses to find its jobs again (and whose they are)."""
         labels = dict(self.labels)
         labels.update({LABEL_MANAGED: "true", LABEL_KEY: self.key, LABEL_SPEC: self.spec_hash})
+        if self.namespace:
+            labels[LABEL_NAMESPACE] = self.namespace
         return labels
 
     def check_env(self) -> None:
@@ -200,12 +220,15 @@ class JobHandle(NamedTuple):
     :param key: the job key.
     :param job_id: the scheduler's id (container id, service id, ``jobId/runId``).
     :param spec_hash: the spec digest the job was started with.
+    :param namespace: the job's namespace label (the installation that started it); ``""`` when
+        it has none (started by a release without namespaces).
     """
 
     backend: str
     key: str
     job_id: str
     spec_hash: str = ""
+    namespace: str = ""
 
     def to_dict(self) -> dict[str, str]:
         """A JSON-native dict for XCom and trigger kwargs."""
@@ -213,8 +236,14 @@ class JobHandle(NamedTuple):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobHandle:
-        """Inverse of :meth:`to_dict`."""
-        return cls(str(data["backend"]), str(data["key"]), str(data["job_id"]), str(data.get("spec_hash", "")))
+        """Inverse of :meth:`to_dict`; also reads handles stored before ``namespace`` existed."""
+        return cls(
+            str(data["backend"]),
+            str(data["key"]),
+            str(data["job_id"]),
+            str(data.get("spec_hash") or ""),
+            str(data.get("namespace") or ""),
+        )
 
 
 class JobStatus(NamedTuple):
@@ -279,35 +308,57 @@ class ContainerBackend(abc.ABC):
         """Release client resources (HTTP sessions); the backend is unusable afterwards."""
 
 
-_KEY_UNSAFE = re.compile(r"[^a-z0-9-]+")
+_KEY_UNSAFE = re.compile(r"[^a-z0-9]+")
+#: Docker container names have no limit, but Swarm service names and Metronome ids are DNS labels.
+MAX_KEY_LENGTH = 63
 
 
-def job_key(dag_id: str, task_id: str, run_id: str, map_index: int = -1, *, prefix: str = "ml") -> str:
-    """A deterministic job name for one task instance, valid on every backend.
+def is_namespace(value: object) -> bool:
+    """True for a valid installation namespace (:data:`NAMESPACE_PATTERN`)."""
+    return isinstance(value, str) and NAMESPACE_PATTERN.fullmatch(value) is not None
+
+
+def _fold(text: str, limit: int) -> str:
+    """``text`` in ``[a-z0-9]`` words joined by single dashes, at most ``limit`` characters."""
+    return _KEY_UNSAFE.sub("-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def job_key(
+    dag_id: str, task_id: str, run_id: str, map_index: int = -1, *, namespace: str = "", prefix: str = "ml"
+) -> str:
+    """A deterministic job name for one task instance of one Airflow installation, valid on every backend.
 
     Docker container names, Swarm service names (63 chars, DNS label) and Metronome job ids
-    (lower-case, dot-separated DNS labels) all accept ``[a-z0-9-]``, so the readable part is
-    folded into that alphabet and a digest of the exact inputs keeps keys unique:
-    ``ml-<dag≤20>-<task≤18>-<map>-<10 hex chars>``, at most 63 characters.
-    The try number is deliberately not part of it: a retry must find its predecessor.
+    (lower-case, dot-separated DNS labels, no ``--``) all accept single dashes between
+    ``[a-z0-9]`` words, so the readable part is folded into that alphabet and a digest of the
+    exact inputs (the namespace included) keeps keys unique:
+    ``ml-<namespace≤8>-<dag≤16>-<task≤14>-<map>-<10 hex chars>``, at most 63 characters (the dag
+    and task parts are shortened further when a long map index needs the room). The namespace's
+    first characters are shown so ``docker ps`` tells whose job it is; two installations running
+    the same DAG run get different keys. The try number is deliberately not part of it: a retry
+    must find its predecessor.
 
     :param dag_id: the DAG id.
     :param task_id: the task id.
     :param run_id: the DAG run id.
     :param map_index: the mapped task's index (-1 when not mapped).
+    :param namespace: the installation namespace (:func:`is_namespace`); ``""`` = none.
     :param prefix: leading label, letters only.
+    :raises InvalidSpecError: ``namespace`` is not a valid namespace.
     """
-    digest = hashlib.sha256(json.dumps([dag_id, task_id, run_id, map_index]).encode()).hexdigest()[:10]
-    readable = "-".join(
-        part
-        for part in (
-            _KEY_UNSAFE.sub("-", dag_id.lower()).strip("-")[:20],
-            _KEY_UNSAFE.sub("-", task_id.lower()).strip("-")[:18],
-            str(map_index) if map_index >= 0 else "",
+    if namespace and not is_namespace(namespace):
+        raise InvalidSpecError(
+            f"Namespace {namespace!r} is not valid: use 1-20 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit (e.g. 'staging')."
         )
-        if part
-    )
-    return f"{prefix}-{readable}-{digest}"
+    digest = hashlib.sha256(json.dumps([dag_id, task_id, run_id, map_index, namespace]).encode()).hexdigest()[:10]
+    head = [prefix, _fold(namespace, 8)]
+    tail = [str(map_index) if map_index >= 0 else "", digest]
+    fixed = sum(len(part) + 1 for part in head + tail if part)
+    room = MAX_KEY_LENGTH - fixed  # for "<dag>-<task>", dashes included
+    dag = _fold(dag_id, max(0, min(16, max(room // 2, room - 15))))
+    task = _fold(task_id, max(0, min(14, room - len(dag) - 1)))
+    return "-".join(part for part in (*head, dag, task, *tail) if part)
 
 
 def spec_digest(spec: JobSpec) -> str:

@@ -24,7 +24,14 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from airflow_ml_provider.backends.base import LABEL_KEY, LABEL_SPEC, ContainerBackend, JobHandle, JobSpec
+from airflow_ml_provider.backends.base import (
+    LABEL_KEY,
+    LABEL_NAMESPACE,
+    LABEL_SPEC,
+    ContainerBackend,
+    JobHandle,
+    JobSpec,
+)
 from airflow_ml_provider.exceptions import BackendError, JobExistsError, JobResultError
 
 #: A result file larger than this is refused (XCom is for small JSON documents, not data).
@@ -296,7 +303,8 @@ class DockerApiBackend(ContainerBackend):
             return None
 
     def _ours(self, key: str, obj: Any, labels: dict[str, str] | None) -> JobHandle | None:
-        """The handle of ``obj`` found under ``key``; refuse an object of that name we did not start."""
+        """The handle of ``obj`` found under ``key`` (with its namespace label); refuse an object of
+        that name we did not start."""
         if obj is None:
             return None
         labels = labels or {}
@@ -304,7 +312,7 @@ class DockerApiBackend(ContainerBackend):
             raise BackendError(
                 f"A {self.kind} named {key} exists but was not started by airflow-ml-provider; rename or remove it."
             )
-        return JobHandle(self.name, key, obj.id, labels.get(LABEL_SPEC, ""))
+        return JobHandle(self.name, key, obj.id, labels.get(LABEL_SPEC, ""), labels.get(LABEL_NAMESPACE, ""))
 
     def _create(self, spec: JobSpec, create: Callable[[], Any]) -> Any:
         """Run ``create()`` (the SDK call that creates the job's object) and map the engine's refusal.

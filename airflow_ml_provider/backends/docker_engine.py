@@ -170,7 +170,7 @@ class DockerBackend(DockerApiBackend):
             if spec.resources.gpus and ("device driver" in explanation or "gpu" in explanation.lower()):
                 hint = f" The job asked for gpus={spec.resources.gpus}; this Docker host has no GPU runtime."
             raise BackendError(f"Docker could not start container {spec.key}: {explanation}.{hint}") from None
-        return JobHandle(self.name, spec.key, container.id, spec.spec_hash)
+        return JobHandle(self.name, spec.key, container.id, spec.spec_hash, spec.namespace)
 
     def status(self, handle: JobHandle) -> JobStatus:
         container = self._container(handle)

@@ -58,6 +58,7 @@ from urllib.parse import quote
 from airflow_ml_provider.backends.base import (
     FAILED,
     GONE,
+    LABEL_NAMESPACE,
     LABEL_SPEC,
     PENDING,
     SUCCEEDED,
@@ -108,17 +109,21 @@ class MetronomeBackend(ContainerBackend):
     # ---------------------------------------------------------------------------- contract
 
     def find(self, key: str) -> JobHandle | None:
-        """The job's active run (newest), else its newest finished run; ``None`` if neither exists."""
+        """The job's active run (newest), else its newest finished run; ``None`` if neither exists.
+
+        The handle carries the job's spec hash and namespace from its labels.
+        """
         job = self.client.get_job(key, "activeRuns", "history")
         if job is None:
             return None
-        spec_hash = str((job.get("labels") or {}).get(LABEL_SPEC, ""))
+        labels = job.get("labels") or {}
+        spec_hash, namespace = str(labels.get(LABEL_SPEC, "")), str(labels.get(LABEL_NAMESPACE, ""))
         run = newest_run(job.get("activeRuns") or [], "createdAt")
         if run is None:
             run = newest_run(finished_runs(job), "finishedAt")
         if run is None:
             return None
-        return JobHandle(self.name, key, f"{key}/{run['id']}", spec_hash)
+        return JobHandle(self.name, key, f"{key}/{run['id']}", spec_hash, namespace)
 
     def submit(self, spec: JobSpec) -> JobHandle:
         """Upsert the job definition and trigger one run; :class:`JobExistsError` if a run is active."""
@@ -148,7 +153,7 @@ class MetronomeBackend(ContainerBackend):
                 raise self.client.error("PUT", job_path, response)
         log.info("Metronome job %s defined (image %s); starting a run.", key, spec.image)
         run = self._trigger(key)
-        handle = JobHandle(self.name, key, f"{key}/{run['id']}", spec.spec_hash)
+        handle = JobHandle(self.name, key, f"{key}/{run['id']}", spec.spec_hash, spec.namespace)
         log.info("Started %s (run %s).", self.describe(handle), run["id"])
         return handle
 

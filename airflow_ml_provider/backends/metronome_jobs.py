@@ -24,7 +24,7 @@ How a ``JobSpec`` becomes a Metronome job (:func:`job_definition`):
   ``user`` from the config.
 * Labels: ``spec.all_labels()`` as they are. Metronome's label keys are free strings (the JSON
   schema only requires string values), so dotted keys like ``airflow-ml-provider.job-key`` are
-  kept; the backend's ``find`` reads the spec hash back from them.
+  kept; the backend's ``find`` reads the spec hash and the installation namespace back from them.
 * Mounts: ``run.volumes`` host-path volumes (``RO``/``RW``); named volumes are refused.
 * Network: ``host`` -> ``{"mode": "host"}``, ``bridge`` -> ``{"mode": "container/bridge"}``, any
   other name -> ``{"mode": "container", "name": ...}``; ``none`` is refused (Metronome cannot run

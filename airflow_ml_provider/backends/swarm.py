@@ -151,7 +151,7 @@ class SwarmBackend(DockerApiBackend):
                 log_driver="json-file",
             ),
         )
-        return JobHandle(self.name, spec.key, service.id, spec.spec_hash)
+        return JobHandle(self.name, spec.key, service.id, spec.spec_hash, spec.namespace)
 
     def status(self, handle: JobHandle) -> JobStatus:
         service = self._service(handle)

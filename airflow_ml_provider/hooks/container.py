@@ -16,10 +16,10 @@ true; ``false`` turns verification off; a CA file path means "verify against thi
 ``tls_ca``), ``tls`` (a ``tcp://`` engine is spoken to over TLS, verified against ``tls_ca`` or
 the system CAs; only ``false`` sends plain HTTP, an explicit choice because anyone on the network
 could then run containers: ``tls_verify=false`` keeps TLS and only skips the certificate check),
-``timeout``, ``stop_timeout``, ``pull`` (``missing``/``always``/``never``).
+``timeout``, ``stop_timeout``, ``pull`` (``missing``/``always``/``never``), ``namespace``.
 Metronome: login = IAM uid, password = its password; extras ``token`` (a pre-issued token
 instead of a password), ``verify`` (default true; ``false``, or a CA bundle path), ``ca_bundle``
-(a CA bundle path), ``timeout``, ``retries``, ``backoff``. Every extra is read strictly
+(a CA bundle path), ``timeout``, ``retries``, ``backoff``, ``namespace``. Every extra is read strictly
 (:mod:`airflow_ml_provider.utils.conn_extras`): a value that cannot be read is a
 :class:`~airflow_ml_provider.exceptions.ConnectionConfigError` naming the connection, the key and
 the accepted values, never a silent default, so a typo cannot turn TLS verification off.
@@ -28,19 +28,28 @@ Each hook has its own default connection (``ml_docker_default``, ``ml_swarm_defa
 ``ml_metronome_default``). Only ``ml_docker_default`` has a fallback: when it is not defined,
 it means the local Docker engine. Any other missing connection is a ``ConnectionConfigError``.
 
+Installation namespace (:meth:`ContainerJobHook.job_namespace`): part of every job key and a label
+on every job, so two Airflow installations sharing one engine, Swarm or Metronome never touch each
+other's jobs. It is the connection's extra ``namespace`` when set (``null`` or ``""`` = not set);
+else the Airflow Variable ``ml_provider_namespace``, which the first task that needs it creates
+with a random 8-hex-character value. Every installation has its own Variables, so installations
+differ out of the box and a retry within one finds its predecessor. A namespace is 1-20
+characters of ``a-z``, ``0-9`` and ``-``, starting with a letter or digit.
+
 These hooks are the only code that reads Connections and Variables for container jobs.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_ml_provider.exceptions import ConnectionConfigError
+from airflow_ml_provider.exceptions import ConnectionConfigError, InvalidSpecError
 from airflow_ml_provider.utils.conn_extras import connection_extra, extra_bool, extra_number, extra_tls_verify
 from airflow_ml_provider.utils.secret_refs import SecretRef
 
@@ -49,6 +58,18 @@ if TYPE_CHECKING:
 
 DEFAULT_CONN_ID = "ml_docker_default"
 CONN_TYPES = ("ml_docker", "ml_swarm", "ml_metronome")
+#: The Airflow Variable holding this installation's job namespace when the connection sets none.
+NAMESPACE_VARIABLE = "ml_provider_namespace"
+#: The namespace used when the Variable cannot exist: ``execute`` called outside an Airflow task.
+LOCAL_NAMESPACE = "local"
+NAMESPACE_DESCRIPTION = (
+    "Installation namespace of airflow-ml-provider container jobs, generated on first use: part of "
+    "every job's name and a label on it, so this Airflow installation never touches another's jobs. "
+    "Two Airflow installations sharing one Docker engine, Swarm or Metronome must differ here "
+    "(1-20 characters a-z, 0-9 and '-'). A connection's extra 'namespace' overrides it. Change it only "
+    "while no container task runs: a retry finds its predecessor's job under the same namespace."
+)
+_NAMESPACE_RULE = "1-20 characters of a-z, 0-9 and '-', starting with a letter or digit (e.g. \"staging\")"
 
 
 def docker_config_from_connection(conn: Any) -> Any:
@@ -165,6 +186,7 @@ class ContainerJobHook(BaseHook):
     def __init__(self, conn_id: str | None = None) -> None:
         super().__init__()
         self.conn_id = conn_id or self.default_conn_name
+        self._conn: Any = None
 
     def _missing(self) -> Any:
         """The local-engine connection for ``ml_docker_default``; any other missing connection is an error."""
@@ -177,11 +199,16 @@ class ContainerJobHook(BaseHook):
         )
 
     def get_conn(self) -> Any:
-        """The Connection (the local-engine default when ``ml_docker_default`` is not defined)."""
-        try:
-            return self.get_connection(self.conn_id)
-        except AirflowNotFoundException:
-            return self._missing()
+        """The Connection (the local-engine default when ``ml_docker_default`` is not defined).
+
+        Read once per hook: the backend and the job namespace come from the same Connection.
+        """
+        if self._conn is None:
+            try:
+                self._conn = self.get_connection(self.conn_id)
+            except AirflowNotFoundException:
+                self._conn = self._missing()
+        return self._conn
 
     async def aget_conn(self) -> Any:
         """Async twin of :meth:`get_conn` for triggers."""
@@ -193,6 +220,59 @@ class ContainerJobHook(BaseHook):
     def get_backend(self) -> ContainerBackend:
         """The backend for this connection; no network call yet."""
         return backend_from_connection(self.get_conn())
+
+    def job_namespace(self) -> str:
+        """This installation's job namespace: the connection's extra ``namespace``, else the Variable.
+
+        Call at execute time only (it reads the Connection, and may create the Variable
+        :data:`NAMESPACE_VARIABLE` with a random value: get, set, then get again, so two first tasks
+        racing end up with the value stored last).
+
+        :raises ConnectionConfigError: the extra is set but is not a valid namespace.
+        :raises InvalidSpecError: the Variable holds an invalid namespace.
+        """
+        from airflow_ml_provider.backends.base import is_namespace
+
+        conn = self.get_conn()
+        value = connection_extra(conn).get("namespace")
+        if value not in (None, ""):
+            if not is_namespace(value):
+                raise ConnectionConfigError(
+                    f"Connection {conn.conn_id!r}: extra 'namespace' is {value!r}; use {_NAMESPACE_RULE}, "
+                    f"or remove it to use the Airflow Variable {NAMESPACE_VARIABLE}."
+                )
+            self.log.info("Job namespace %s (extra 'namespace' of connection %s).", value, conn.conn_id)
+            return str(value)
+        return self._variable_namespace()
+
+    def _variable_namespace(self) -> str:
+        """The namespace in the Variable, created with a random value when it does not exist."""
+        from airflow.sdk import Variable
+
+        from airflow_ml_provider.backends.base import is_namespace
+
+        value = Variable.get(NAMESPACE_VARIABLE, default=None)
+        if value is None:
+            if not _in_task_runtime():
+                self.log.warning(
+                    "Not running in an Airflow task, so the Variable %s cannot be created; using job "
+                    "namespace %r. Set the connection extra 'namespace' to choose one.",
+                    NAMESPACE_VARIABLE,
+                    LOCAL_NAMESPACE,
+                )
+                return LOCAL_NAMESPACE
+            Variable.set(NAMESPACE_VARIABLE, secrets.token_hex(4), description=NAMESPACE_DESCRIPTION)
+            value = Variable.get(NAMESPACE_VARIABLE, default=None)
+            self.log.info(
+                "Created the Airflow Variable %s = %s (this installation's job namespace).", NAMESPACE_VARIABLE, value
+            )
+        if not is_namespace(value):
+            raise InvalidSpecError(
+                f"The Airflow Variable {NAMESPACE_VARIABLE} is {value!r}, not a job namespace; set it to "
+                f"{_NAMESPACE_RULE}, or delete it to have one generated."
+            )
+        self.log.info("Job namespace %s (Airflow Variable %s).", value, NAMESPACE_VARIABLE)
+        return str(value)
 
     def resolve_secret_env(self, refs: Mapping[str, SecretRef]) -> dict[str, str]:
         """Look up each reference and register the value with Airflow's secrets masker.
@@ -236,6 +316,13 @@ class ContainerJobHook(BaseHook):
             return False, f"{type(e).__name__}: {e}"
         finally:
             backend.close()
+
+
+def _in_task_runtime() -> bool:
+    """True inside an Airflow task (a worker or ``dag.test()``), where Variables can be written."""
+    from airflow.sdk.execution_time import task_runner
+
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
 def _connection_field(conn: Any, field: str) -> Any:

@@ -22,6 +22,7 @@ from airflow_ml_provider.hooks.container import ContainerJobHook
 from airflow_ml_provider.operators.container_args import (
     exit_codes,
     failure_message,
+    foreign_job_message,
     parse_mounts,
     resources_text,
 )
@@ -47,9 +48,11 @@ class ContainerJobOperator(BaseOperator):
 
     What happens when the task runs:
 
-    1. The job key (from dag_id, task_id, run_id and map_index, not the try number) names the
-       job. If the scheduler still has a job with that key from an earlier try:
+    1. The job key (from this installation's namespace, dag_id, task_id, run_id and map_index,
+       not the try number) names the job. If the scheduler still has a job with that key:
 
+       * **labelled with another installation's namespace** → fail at once (no retries), leaving
+         it alone (:class:`~airflow_ml_provider.exceptions.ForeignJobError`);
        * **still running, same definition** → re-attach and wait for it (no second job);
        * **finished successfully, same definition** → take its result (the earlier try died
          after the job's work was done);
@@ -78,7 +81,9 @@ class ContainerJobOperator(BaseOperator):
     :param working_dir: working directory inside the container.
     :param result_path: where the job may write its JSON result (env ``ML_RESULT_PATH`` tells it).
     :param skip_on_exit_code: exit code(s) that mean "skip this task".
-    :param conn_id: ``ml_docker`` / ``ml_swarm`` / ``ml_metronome`` connection selecting the backend.
+    :param conn_id: ``ml_docker`` / ``ml_swarm`` / ``ml_metronome`` connection selecting the backend;
+        its extra ``namespace`` (else the Airflow Variable ``ml_provider_namespace``) names this
+        installation's jobs (see :meth:`ContainerJobHook.job_namespace`).
     :param startup_timeout: seconds the job may stay pending (image missing, no room) before the
         task fails; ``None`` waits (the task's ``execution_timeout`` still applies).
     :param poll_interval: seconds between status polls (deferrable mode and Swarm/Metronome).
@@ -168,15 +173,15 @@ class ContainerJobOperator(BaseOperator):
         """The backend the connection selects."""
         return self.hook.get_backend()
 
-    def _job_key(self, context: Context) -> str:
+    def _job_key(self, context: Context, namespace: str) -> str:
         from airflow_ml_provider.backends.base import job_key
 
         ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        return job_key(ti.dag_id, ti.task_id, ti.run_id, -1 if map_index is None else int(map_index))
+        index = getattr(ti, "map_index", -1)
+        return job_key(ti.dag_id, ti.task_id, ti.run_id, -1 if index is None else int(index), namespace=namespace)
 
-    def build_spec(self, key: str) -> JobSpec:
-        """The job's spec with secrets resolved (call at execute time only)."""
+    def build_spec(self, key: str, namespace: str = "") -> JobSpec:
+        """The job's spec under ``key``, labelled with ``namespace``, secrets resolved (execute time only)."""
         from airflow_ml_provider.backends.base import JobSpec, spec_digest
 
         secret_env = self.hook.resolve_secret_env(self.secret_refs)
@@ -194,6 +199,7 @@ class ContainerJobOperator(BaseOperator):
             labels={str(k): str(v) for k, v in self.labels.items()},
             working_dir=self.working_dir,
             result_path=self.result_path,
+            namespace=namespace,
         )
         spec.check_env()
         return spec._replace(spec_hash=spec_digest(spec))
@@ -210,9 +216,11 @@ class ContainerJobOperator(BaseOperator):
         backend = self.backend
         previous = backend.find(spec.key)
         if previous is not None:
+            where = backend.describe(previous)
+            if previous.namespace and previous.namespace != spec.namespace:  # never touch another's job
+                raise exceptions.ForeignJobError(foreign_job_message(where, previous.namespace, spec.namespace))
             status = backend.status(previous)
             same = previous.spec_hash == spec.spec_hash
-            where = backend.describe(previous)
             if same and status.state == SUCCEEDED:
                 self.log.info("%s from an earlier try already succeeded; taking its result.", where)
                 return previous, status
@@ -235,8 +243,8 @@ class ContainerJobOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         """Submit (or re-attach), wait, map the outcome; see the class docstring."""
-        key = self._job_key(context)
-        spec = self.build_spec(key)
+        namespace = self.hook.job_namespace()
+        spec = self.build_spec(self._job_key(context, namespace), namespace)
         try:
             handle, adopted = self._attach_or_submit(spec)
             self._handle = handle

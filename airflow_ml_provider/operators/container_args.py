@@ -1,8 +1,9 @@
 """The container operator's argument checks and messages: pure functions, cheap to import.
 
 ``parse_mounts`` and ``exit_codes`` run in the operator's constructor (DAG parse time) when the
-values are static, and again at execute time after rendering; ``failure_message`` and
-``resources_text`` turn a job's outcome and limits into the words the task log shows.
+values are static, and again at execute time after rendering; ``failure_message``,
+``foreign_job_message`` and ``resources_text`` turn a job's outcome, owner and limits into the
+words the task log shows.
 """
 
 from __future__ import annotations
@@ -68,6 +69,21 @@ def resources_text(resources: ResourceSpec) -> str:
     """The limits that are set, ``cpus=2, memory=...``, or ``scheduler defaults``."""
     parts = {k: v for k, v in resources._asdict().items() if v}
     return ", ".join(f"{k}={v}" for k, v in parts.items()) or "scheduler defaults"
+
+
+def foreign_job_message(where: str, theirs: str, ours: str) -> str:
+    """Why the task will not touch the job under its key: another installation's namespace is on it.
+
+    :param where: the job as ``backend.describe`` names it.
+    :param theirs: the namespace label on the job.
+    :param ours: this installation's namespace.
+    """
+    return (
+        f"{where} belongs to another Airflow installation: it carries namespace {theirs!r}, this "
+        f"installation's is {ours!r}; left it running. Installations sharing a container engine need "
+        "distinct namespaces: set the connection extra 'namespace' or the Airflow Variable "
+        "ml_provider_namespace to a value no other installation uses."
+    )
 
 
 def failure_message(where: str, status: JobStatus, tail: list[str], memory: int | None) -> str:

@@ -1,4 +1,9 @@
-"""Job bookkeeping shared by the real Docker and Swarm backend tests: unique keys, waits, cleanup."""
+"""Job bookkeeping shared by the real Docker and Swarm backend tests: unique keys, waits, cleanup.
+
+Every spec carries the installation namespace :data:`NAMESPACE` unless a test gives another, so the
+tests that compare ``find(key)`` with the submitted handle also check that the backend reads the
+namespace label back.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ RESULT = (
     "out = pathlib.Path(os.environ['ML_RESULT_PATH'])\n"
     "out.parent.mkdir(parents=True, exist_ok=True)\n"
 )
+#: The installation namespace of the specs made by :meth:`TrackedJobs.spec`.
+NAMESPACE = "itest-backend"
 
 
 class TrackedJobs:
@@ -48,9 +55,10 @@ class TrackedJobs:
         return key
 
     def spec(self, script: str | None = None, **kwargs: Any) -> JobSpec:
-        """A spec with a fresh key, the default image and ``python3 -c script`` as its command."""
+        """A spec with a fresh key, the default image, :data:`NAMESPACE` and ``python3 -c script`` as its command."""
         kwargs.setdefault("key", self.key())
         kwargs.setdefault("image", self.image)
+        kwargs.setdefault("namespace", NAMESPACE)
         if script is not None:
             kwargs["command"] = ["python3", "-c", script]
         spec = JobSpec(**kwargs)

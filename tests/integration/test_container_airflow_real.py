@@ -3,7 +3,9 @@
 Kills mid-run leave nothing behind (worker on_kill and the triggerer's on_kill), a retry
 re-attaches to the previous try's container instead of starting a twin, execution_timeout
 removes the job, the deferrable path relays log lines through the triggerer, and a secret from a
-Connection reaches the container but no log file, rendered field, XCom or error.
+Connection reaches the container but no log file, rendered field, XCom or error. The bed's
+installation namespace is set as its Variable ``ml_provider_namespace`` (as an admin would), so
+the tests know every job key before the task computes it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ pytestmark = pytest.mark.integration
 
 SECRET = "erp-" + uuid.uuid4().hex  # must never be shown anywhere
 LABEL_KEY = "airflow-ml-provider.job-key"
+#: This bed's installation namespace (its Variable ml_provider_namespace).
+NAMESPACE = "it-" + uuid.uuid4().hex[:8]
 
 DAGS = textwrap.dedent(
     """
@@ -88,6 +92,7 @@ def bed(docker_images: dict[str, str]) -> Iterator[Any]:
     dags = {"container_dags.py": DAGS.format(image=docker_images["base"])}
     # 5 tasks at once: not SQLite
     with running_airflow("airflow-container", dags, env=env, database="postgres") as airflow:
+        airflow.api("POST", "/api/v2/variables", {"key": "ml_provider_namespace", "value": NAMESPACE})
         yield airflow
 
 
@@ -103,7 +108,7 @@ def docker_client(docker_images: dict[str, str]) -> Iterator[Any]:
 def key_of(dag_id: str, run_id: str) -> str:
     from airflow_ml_provider.backends.base import job_key
 
-    return job_key(dag_id, "job", run_id, -1)
+    return job_key(dag_id, "job", run_id, -1, namespace=NAMESPACE)
 
 
 def containers(client: Any, key: str) -> list[Any]:
@@ -147,6 +152,8 @@ def test_success_logs_first_and_last_lines_and_returns_the_result(bed: Any, dock
     assert "job: first line" in log
     assert "job: step 4" in log
     assert "job: last line" in log
+    assert f"Job namespace {NAMESPACE} (Airflow Variable ml_provider_namespace)" in log
+    assert f"docker container {key_of('c_ok', run_id)} " in log
     result = xcom(bed, "c_ok", run_id)
     assert result == {"sha": hashlib.sha256(SECRET.encode()).hexdigest(), "run": run_id}
     assert containers(docker_client, key_of("c_ok", run_id)) == []
@@ -283,7 +290,7 @@ def test_retry_reattaches_to_the_running_job_of_the_previous_try(
     key = key_of(dag_id, run_id)
     backend = DockerBackend(DockerConfig())
     since = time.time() - 1
-    previous = backend.submit(op.build_spec(key))
+    previous = backend.submit(op.build_spec(key, NAMESPACE))
     bed.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     assert bed.wait_for_run(dag_id, run_id, timeout=180) == "success"
     log = bed.task_log(dag_id, run_id, "job")

@@ -55,14 +55,16 @@ class FakeBackend(ContainerBackend):
 
     def find(self, key: str) -> JobHandle | None:
         job = self.jobs.get(key)
-        return None if job is None else JobHandle(self.name, key, f"id-{key}", job.spec.spec_hash)
+        if job is None:
+            return None
+        return JobHandle(self.name, key, f"id-{key}", job.spec.spec_hash, job.spec.namespace)
 
     def submit(self, spec: JobSpec) -> JobHandle:
         if spec.key in self.jobs:
             raise JobExistsError(spec.key)
         self.jobs[spec.key] = FakeJob(spec, self.script, self.lines, self.result_value)
         self.submitted.append(spec)
-        return JobHandle(self.name, spec.key, f"id-{spec.key}", spec.spec_hash)
+        return JobHandle(self.name, spec.key, f"id-{spec.key}", spec.spec_hash, spec.namespace)
 
     def status(self, handle: JobHandle) -> JobStatus:
         job = self.jobs.get(handle.key)

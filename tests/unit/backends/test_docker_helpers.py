@@ -21,12 +21,15 @@ from hypothesis import strategies as st
 
 from airflow_ml_provider.backends.base import (
     FAILED,
+    LABEL_KEY,
+    LABEL_NAMESPACE,
     PENDING,
     RUNNING,
     SUCCEEDED,
     JobHandle,
     JobSpec,
     JobStatus,
+    is_namespace,
     job_key,
 )
 from airflow_ml_provider.backends.docker_common import (
@@ -39,8 +42,9 @@ from airflow_ml_provider.backends.docker_common import (
     split_timestamped,
 )
 from airflow_ml_provider.backends.docker_engine import DockerBackend, docker_state
+from airflow_ml_provider.backends.metronome_jobs import JOB_ID_PATTERN
 from airflow_ml_provider.backends.swarm import SwarmBackend, task_status
-from airflow_ml_provider.exceptions import BackendError, JobExistsError, JobResultError
+from airflow_ml_provider.exceptions import BackendError, InvalidSpecError, JobExistsError, JobResultError
 from airflow_ml_provider.operators.container_args import failure_message
 from airflow_ml_provider.utils.resources import ResourceSpec
 
@@ -394,28 +398,52 @@ _SWARMKIT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
 
 
 def test_job_key_deterministic_and_readable() -> None:
-    key = job_key("daily_Training", "fit.model", "scheduled__2026-11-23T00:00:00+00:00", 3)
-    assert key == job_key("daily_Training", "fit.model", "scheduled__2026-11-23T00:00:00+00:00", 3)
-    assert re.fullmatch(r"ml-daily-training-fit-model-3-[0-9a-f]{10}", key)
+    args = ("daily_Training", "fit.model", "scheduled__2026-11-23T00:00:00+00:00", 3)
+    key = job_key(*args, namespace="3f9a0c1e")
+    assert key == job_key(*args, namespace="3f9a0c1e")
+    assert re.fullmatch(r"ml-3f9a0c1e-daily-training-fit-model-3-[0-9a-f]{10}", key)
     assert re.fullmatch(r"ml-d-t-[0-9a-f]{10}", job_key("d", "t", "r"))
     assert job_key("d", "t", "r", prefix="job").startswith("job-d-t-")
+    # the namespace shows its first 8 characters (no dangling dash), and all of it is in the digest
+    assert job_key("d", "t", "r", namespace="production-east").startswith("ml-producti-d-t-")
+    assert job_key("d", "t", "r", namespace="staging-1").startswith("ml-staging-d-t-")
+    assert job_key("d", "t", "r", namespace="staging-1") != job_key("d", "t", "r", namespace="staging-2")
+
+
+def test_job_key_differs_per_namespace_and_from_no_namespace() -> None:
+    args = ("markdown_pricing", "train", "scheduled__2026-11-23T00:00:00+00:00", -1)
+    keys = {job_key(*args), *(job_key(*args, namespace=ns) for ns in ("a", "b", "staging", "production"))}
+    assert len(keys) == 5
+
+
+@pytest.mark.parametrize("namespace", ["Staging", "-lead", "a_b", "a.b", "x" * 21, " ", "ünï"])
+def test_job_key_refuses_an_invalid_namespace(namespace: str) -> None:
+    assert not is_namespace(namespace)
+    with pytest.raises(InvalidSpecError, match="1-20 characters of a-z, 0-9 and '-'"):
+        job_key("d", "t", "r", namespace=namespace)
+
+
+@pytest.mark.parametrize("namespace", ["a", "0", "staging", "3f9a0c1e", "prod-eu-1", "a--b", "a-", "x" * 20])
+def test_valid_namespaces(namespace: str) -> None:
+    assert is_namespace(namespace)
+    assert JOB_ID_PATTERN.match(job_key("d", "t", "r", namespace=namespace))
 
 
 def test_job_key_distinct_when_the_readable_part_is_truncated() -> None:
     dag = "a_very_long_dag_identifier_that_is_truncated_" * 3
     task_id = "an_equally_long_task_identifier_" * 3
     keys = {
-        job_key(dag, task_id, "manual__2026-11-23T16:20:21+00:00", -1),
-        job_key(dag, task_id, "manual__2026-11-23T16:20:21+00:00", 0),
-        job_key(dag, task_id, "manual__2026-11-23T16:20:21+00:00", 1),
-        job_key(dag, task_id, "manual__2026-11-23T16:20:22+00:00", 1),
-        job_key(dag + "x", task_id, "manual__2026-11-23T16:20:22+00:00", 1),
-        job_key(dag, task_id + "x", "manual__2026-11-23T16:20:22+00:00", 1),
+        job_key(dag, task_id, "manual__2026-11-23T16:20:21+00:00", -1, namespace="3f9a0c1e"),
+        job_key(dag, task_id, "manual__2026-11-23T16:20:21+00:00", 0, namespace="3f9a0c1e"),
+        job_key(dag, task_id, "manual__2026-11-23T16:20:21+00:00", 1, namespace="3f9a0c1e"),
+        job_key(dag, task_id, "manual__2026-11-23T16:20:22+00:00", 1, namespace="3f9a0c1e"),
+        job_key(dag + "x", task_id, "manual__2026-11-23T16:20:22+00:00", 1, namespace="3f9a0c1e"),
+        job_key(dag, task_id + "x", "manual__2026-11-23T16:20:22+00:00", 1, namespace="3f9a0c1e"),
     }
     assert len(keys) == 6
     for key in keys:
         assert len(key) <= 63
-        assert key.startswith("ml-a-very-long-dag-ide")
+        assert key.startswith("ml-3f9a0c1e-a-very-long-dag-an-equally-lon-")
     # map_index -1 (not mapped) and a dag id that differs only by case-folded punctuation still differ
     assert job_key("A.B", "t", "r") != job_key("a_b", "t", "r")
 
@@ -426,15 +454,56 @@ def test_job_key_distinct_when_the_readable_part_is_truncated() -> None:
     task_id=st.text(min_size=1, max_size=250),
     run_id=st.text(max_size=250),
     map_index=st.integers(min_value=-1, max_value=10**6),
+    namespace=st.one_of(st.just(""), st.from_regex(r"[a-z0-9][a-z0-9-]{0,19}", fullmatch=True)),
 )
-def test_job_key_always_a_valid_name(dag_id: str, task_id: str, run_id: str, map_index: int) -> None:
-    key = job_key(dag_id, task_id, run_id, map_index)
+def test_job_key_always_a_valid_name(dag_id: str, task_id: str, run_id: str, map_index: int, namespace: str) -> None:
+    key = job_key(dag_id, task_id, run_id, map_index, namespace=namespace)
     assert len(key) <= 63
     assert re.fullmatch(r"[a-z0-9-]+", key)
     assert _SWARMKIT_NAME.match(key)  # Swarm service names (DNS label, '-' runs allowed)
-    assert key == job_key(dag_id, task_id, run_id, map_index)
-    assert key != job_key(dag_id, task_id, run_id + "x", map_index)
-    assert key != job_key(dag_id, task_id, run_id, map_index + 1)
+    assert JOB_ID_PATTERN.match(key)  # Metronome job ids: no '--', no trailing '-'
+    assert key == job_key(dag_id, task_id, run_id, map_index, namespace=namespace)
+    assert key != job_key(dag_id, task_id, run_id + "x", map_index, namespace=namespace)
+    assert key != job_key(dag_id, task_id, run_id, map_index + 1, namespace=namespace)
+    other = (namespace[:19] + ("y" if namespace.endswith("x") else "x")) if namespace else "x"
+    assert key != job_key(dag_id, task_id, run_id, map_index, namespace=other)
+
+
+# --- namespace labels and handles --------------------------------------------------------------------
+
+
+def test_all_labels_carry_the_namespace_only_when_there_is_one() -> None:
+    labelled = JobSpec(key="k", image="i", namespace="staging", labels={"team": "ml"}).all_labels()
+    assert labelled[LABEL_NAMESPACE] == "staging"
+    assert labelled[LABEL_KEY] == "k"
+    assert labelled["team"] == "ml"
+    assert LABEL_NAMESPACE not in JobSpec(key="k", image="i").all_labels()
+
+
+def test_job_handle_round_trips_with_and_without_a_namespace() -> None:
+    handle = JobHandle("docker", "k", "c0ffee", "abc", "staging")
+    stored = json.loads(json.dumps(handle.to_dict()))
+    assert stored["namespace"] == "staging"
+    assert JobHandle.from_dict(stored) == handle
+    # a handle stored by a release without namespaces (XCom, trigger kwargs) still loads
+    old = {"backend": "docker", "key": "k", "job_id": "c0ffee", "spec_hash": "abc"}
+    assert JobHandle.from_dict(old) == JobHandle("docker", "k", "c0ffee", "abc", "")
+    assert JobHandle.from_dict({**old, "namespace": None}).namespace == ""
+    assert JobHandle.from_dict({"backend": "docker", "key": "k", "job_id": "c"}) == JobHandle("docker", "k", "c")
+
+
+@pytest.mark.parametrize("backend_class", [DockerBackend, SwarmBackend])
+def test_find_reports_the_namespace_label(backend_class: type[DockerBackend | SwarmBackend]) -> None:
+    client = mock.MagicMock(name="DockerClient")
+    labels = {LABEL_KEY: "k", "airflow-ml-provider.spec-hash": "h", LABEL_NAMESPACE: "staging"}
+    for collection in (client.containers, client.services):
+        collection.get.return_value.id = "obj-id"
+        collection.get.return_value.labels = labels
+        collection.get.return_value.attrs = {"Spec": {"Labels": labels}}
+    backend = backend_class(DockerConfig(), client=client)
+    assert backend.find("k") == JobHandle(backend.name, "k", "obj-id", "h", "staging")
+    del labels[LABEL_NAMESPACE]
+    assert backend.find("k") == JobHandle(backend.name, "k", "obj-id", "h", "")
 
 
 # --- DockerBackend.submit with a mocked SDK client ------------------------------------------------------

@@ -1,10 +1,11 @@
 """Container hooks: strict connection parsing per backend (TLS stays on), default connection ids,
-missing connections, secret references and their resolution."""
+missing connections, secret references and their resolution, the installation namespace."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,140 @@ def test_only_airflows_not_found_exception_means_missing(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(hook, "get_connection", not_found)
     assert hook.get_conn().conn_type == "ml_docker"
+
+
+# -- the installation namespace --------------------------------------------------------------------
+
+
+class FakeVariables:
+    """Airflow's Variable store as the hook sees it: ``get`` with a default, ``set`` with a description."""
+
+    def __init__(self, stored: dict[str, Any] | None = None, *, racer: str | None = None) -> None:
+        self.stored = dict(stored or {})
+        self.calls: list[tuple[str, ...]] = []
+        self.descriptions: dict[str, str | None] = {}
+        self.racer = racer  # another task's value that lands right after ours
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.calls.append(("get", key))
+        return self.stored.get(key, default)
+
+    def set(self, key: str, value: Any, description: str | None = None) -> None:
+        self.calls.append(("set", key, value))
+        self.stored[key] = value
+        self.descriptions[key] = description
+        if self.racer is not None:
+            self.stored[key] = self.racer
+
+
+@pytest.fixture
+def variables(monkeypatch: pytest.MonkeyPatch) -> FakeVariables:
+    """The Variable boundary faked, inside a task runtime (where Variables can be written)."""
+    import airflow.sdk
+
+    fake = FakeVariables()
+    monkeypatch.setattr(airflow.sdk, "Variable", fake)
+    monkeypatch.setattr("airflow_ml_provider.hooks.container._in_task_runtime", lambda: True)
+    return fake
+
+
+def set_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, conn_type: str, extra: dict[str, Any]) -> None:
+    body: dict[str, Any] = {"conn_type": conn_type, "extra": extra}
+    if conn_type == "ml_metronome":
+        body.update(host="https://dcos.corp", login="svc", password=SECRET)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))
+
+
+@pytest.mark.parametrize(
+    ("hook_class", "conn_type"),
+    [(ContainerJobHook, "ml_docker"), (SwarmJobHook, "ml_swarm"), (MetronomeJobHook, "ml_metronome")],
+)
+def test_the_connection_extra_namespace_wins(
+    hook_class: type[ContainerJobHook], conn_type: str, variables: FakeVariables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn(monkeypatch, "engine", conn_type, {"namespace": "staging-eu"})
+    variables.stored["ml_provider_namespace"] = "0badc0de"
+    assert hook_class(conn_id="engine").job_namespace() == "staging-eu"
+    assert variables.calls == []  # the Variable is not even read
+
+
+@pytest.mark.parametrize("value", ["Staging", "-x", "a_b", "x" * 21, 7, True, ["a"], " staging"])
+@pytest.mark.parametrize("conn_type", ["ml_docker", "ml_swarm", "ml_metronome"])
+def test_a_bad_namespace_extra_names_the_connection_and_the_fix(
+    value: Any, conn_type: str, variables: FakeVariables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn(monkeypatch, "engine", conn_type, {"namespace": value})
+    with pytest.raises(ConnectionConfigError) as err:
+        ContainerJobHook(conn_id="engine").job_namespace()
+    text = str(err.value)
+    assert "Connection 'engine'" in text
+    assert "extra 'namespace'" in text
+    assert "1-20 characters of a-z, 0-9 and '-'" in text
+    assert "ml_provider_namespace" in text
+    assert variables.calls == []
+
+
+@pytest.mark.parametrize("extra", [{}, {"namespace": None}, {"namespace": ""}])
+def test_without_the_extra_an_existing_variable_is_used(
+    extra: dict[str, Any], variables: FakeVariables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn(monkeypatch, "engine", "ml_docker", extra)
+    variables.stored["ml_provider_namespace"] = "0badc0de"
+    assert ContainerJobHook(conn_id="engine").job_namespace() == "0badc0de"
+    assert variables.calls == [("get", "ml_provider_namespace")]
+
+
+def test_a_missing_variable_is_created_with_a_random_value_and_a_description(
+    variables: FakeVariables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_ML_DOCKER_DEFAULT", raising=False)
+    namespace = ContainerJobHook().job_namespace()
+    assert re.fullmatch(r"[0-9a-f]{8}", namespace)
+    assert variables.calls == [
+        ("get", "ml_provider_namespace"),
+        ("set", "ml_provider_namespace", namespace),
+        ("get", "ml_provider_namespace"),
+    ]
+    description = variables.descriptions["ml_provider_namespace"] or ""
+    assert "Installation namespace of airflow-ml-provider container jobs" in description
+    assert "must differ" in description
+    # the next task of this installation reads it back; another installation makes its own
+    assert ContainerJobHook().job_namespace() == namespace
+    assert variables.calls[-1] == ("get", "ml_provider_namespace")
+    assert len(variables.calls) == 4
+
+
+def test_two_first_tasks_racing_use_what_is_stored(variables: FakeVariables, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Get -> set -> get again: a task whose value was overwritten by a racing one takes the stored value."""
+    monkeypatch.delenv("AIRFLOW_CONN_ML_DOCKER_DEFAULT", raising=False)
+    variables.racer = "feedbeef"
+    assert ContainerJobHook().job_namespace() == "feedbeef"
+
+
+@pytest.mark.parametrize("value", ["", "Prod", "prod_1", "x" * 21])
+def test_an_invalid_variable_is_an_error_naming_it_and_the_fix(
+    value: str, variables: FakeVariables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_ML_DOCKER_DEFAULT", raising=False)
+    variables.stored["ml_provider_namespace"] = value
+    with pytest.raises(InvalidSpecError) as err:
+        ContainerJobHook().job_namespace()
+    text = str(err.value)
+    assert "Airflow Variable ml_provider_namespace" in text
+    assert repr(value) in text
+    assert "delete it to have one generated" in text
+    assert ("set", "ml_provider_namespace", value) not in variables.calls
+
+
+def test_outside_an_airflow_task_the_namespace_is_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``execute`` called directly (no task runtime): the Variable cannot be written; nothing is set."""
+    import airflow.sdk
+
+    from airflow_ml_provider.hooks.container import LOCAL_NAMESPACE, _in_task_runtime
+
+    assert _in_task_runtime() is False  # the real check, in this test process
+    fake = FakeVariables()
+    monkeypatch.setattr(airflow.sdk, "Variable", fake)
+    monkeypatch.delenv("AIRFLOW_CONN_ML_DOCKER_DEFAULT", raising=False)
+    assert ContainerJobHook().job_namespace() == LOCAL_NAMESPACE == "local"
+    assert fake.calls == [("get", "ml_provider_namespace")]

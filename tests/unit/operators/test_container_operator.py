@@ -7,10 +7,20 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
-from airflow_ml_provider.backends.base import FAILED, PENDING, RUNNING, SUCCEEDED, JobSpec, JobStatus, spec_digest
+from airflow_ml_provider.backends.base import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    JobSpec,
+    JobStatus,
+    job_key,
+    spec_digest,
+)
 from airflow_ml_provider.exceptions import (
     ConnectionConfigError,
     ContainerJobFailed,
+    ForeignJobError,
     InvalidSpecError,
     JobResultError,
     MlProviderError,
@@ -22,6 +32,7 @@ from airflow_ml_provider.triggers.container import ContainerJobTrigger
 from tests.unit.conftest import FakeBackend
 
 SECRET = "s3cr3t-Pa55word"
+NAMESPACE = "staging"
 
 
 class FakeTI:
@@ -38,8 +49,13 @@ class FakeTI:
 
 
 class FakeHook:
+    namespace = NAMESPACE
+
     def resolve_secret_env(self, refs: dict[str, Any]) -> dict[str, str]:
         return {name: SECRET for name in refs}
+
+    def job_namespace(self) -> str:
+        return self.namespace
 
 
 def make(backend: FakeBackend | None = None, **kwargs: Any) -> tuple[ContainerJobOperator, FakeBackend]:
@@ -143,11 +159,15 @@ def test_success_streams_lines_returns_result_and_removes_the_job(capsys: pytest
     ctx = context()
     assert op.execute(ctx) == {"rows": 10}
     spec = fake.submitted[0]
-    assert spec.key.startswith("ml-markdown-pricing-train-3-")
+    assert spec.key == job_key("markdown_pricing", "train", FakeTI.run_id, 3, namespace=NAMESPACE)
+    assert spec.key.startswith("ml-staging-markdown-pricing-train-3-")
+    assert spec.namespace == NAMESPACE
+    assert spec.all_labels()["airflow-ml-provider.namespace"] == NAMESPACE
     assert spec.secret_env == {"ERP_PASSWORD": SECRET}
     assert spec.env == {"WEEK": "2026-11-23"}
     assert fake.cancelled == [spec.key]
     assert ctx["ti"].pushed["job"]["key"] == spec.key
+    assert ctx["ti"].pushed["job"]["namespace"] == NAMESPACE
     assert SECRET not in str(ctx["ti"].pushed)
     out = capsys.readouterr().out
     assert "first line" in out
@@ -228,8 +248,10 @@ def test_on_kill_is_idempotent() -> None:
 # -- retries ---------------------------------------------------------------------------------
 
 
-def _previous(fake: FakeBackend, op: ContainerJobOperator, states: list[JobStatus], same: bool = True) -> str:
-    spec = op.build_spec(op._job_key(context()))
+def _previous(
+    fake: FakeBackend, op: ContainerJobOperator, states: list[JobStatus], same: bool = True, namespace: str = NAMESPACE
+) -> str:
+    spec = op.build_spec(op._job_key(context(), NAMESPACE), namespace)
     if not same:
         spec = spec._replace(spec_hash="something-else")
     fake.script = states
@@ -274,6 +296,72 @@ def test_retry_replaces_a_running_job_whose_definition_changed() -> None:
     fake.script = [JobStatus(RUNNING), JobStatus(SUCCEEDED, 0)]
     op.execute(context())
     assert len(fake.submitted) == 1
+
+
+@pytest.mark.parametrize("state", [JobStatus(RUNNING), JobStatus(SUCCEEDED, 0), JobStatus(FAILED, 1)])
+def test_a_job_of_another_namespace_under_our_key_is_refused_and_left_alone(state: JobStatus) -> None:
+    """Whatever its state or definition: never re-attached, adopted or removed; no retry either."""
+    fake = FakeBackend()
+    op, _ = make(fake, retries=3)
+    key = _previous(fake, op, [state], namespace="production")
+    with pytest.raises(ForeignJobError) as err:
+        op.execute(context())
+    assert isinstance(err.value, AirflowFailException)  # permanent: the task fails without retries
+    text = str(err.value)
+    assert f"fake job {key}" in text
+    assert "'production'" in text
+    assert f"'{NAMESPACE}'" in text
+    assert "left it running" in text
+    assert "extra 'namespace'" in text
+    assert "ml_provider_namespace" in text
+    assert not text.endswith("..")
+    assert fake.cancelled == []
+    assert fake.submitted == []
+    assert key in fake.jobs
+
+
+def test_a_job_without_a_namespace_label_keeps_the_retry_policy() -> None:
+    """Jobs started by a release without namespaces: re-attached or replaced as before."""
+    fake = FakeBackend()
+    op, _ = make(fake)
+    key = _previous(fake, op, [JobStatus(RUNNING), JobStatus(SUCCEEDED, 0)], namespace="")
+    fake.jobs[key].result = {"from": "older release"}
+    assert op.execute(context()) == {"from": "older release"}
+    assert fake.submitted == []
+    fake = FakeBackend()
+    op, _ = make(fake)
+    key = _previous(fake, op, [JobStatus(FAILED, 1)], namespace="")
+    fake.script = [JobStatus(RUNNING), JobStatus(SUCCEEDED, 0)]
+    op.execute(context())
+    assert [spec.namespace for spec in fake.submitted] == [NAMESPACE]
+    assert fake.cancelled == [key, key]
+
+
+def test_installations_with_different_namespaces_get_different_jobs() -> None:
+    """The same task instance in two installations on one engine: two keys, two jobs, none removed."""
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING)]
+    staging, _ = make(fake)
+    production, _ = make(fake)
+    production.__dict__["hook"].namespace = "production"
+    keys = [op._job_key(context(), op.hook.job_namespace()) for op in (staging, production)]
+    assert keys[0] != keys[1]
+    for op in (staging, production):
+        namespace = op.hook.job_namespace()
+        handle, adopted = op._attach_or_submit(op.build_spec(op._job_key(context(), namespace), namespace))
+        assert (handle.namespace, adopted) == (namespace, None)
+    assert sorted(fake.jobs) == sorted(keys)
+    assert fake.cancelled == []
+
+
+def test_the_namespace_is_read_at_execute_time_not_in_the_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Any) -> str:
+        raise AssertionError("namespace read at parse time")
+
+    monkeypatch.setattr(ContainerJobHook, "job_namespace", refuse)
+    op = ContainerJobOperator(task_id="t", image="i")
+    monkeypatch.undo()
+    assert op.conn_id == "ml_docker_default"
 
 
 def test_spec_digest_ignores_secret_values() -> None:
