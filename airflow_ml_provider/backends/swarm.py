@@ -52,6 +52,10 @@ from airflow_ml_provider.exceptions import BackendError, JobResultError
 log = logging.getLogger(__name__)
 
 _PENDING_TASK_STATES = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
+#: Seconds ``cancel`` waits for a starting task to run before removing its service anyway.
+PLACEMENT_WAIT = 30.0
+#: Seconds of that a task may stay ``pending`` (no node has room for it: it may never be placed).
+UNPLACED_WAIT = 5.0
 
 
 def newest_task(tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -203,6 +207,7 @@ class SwarmBackend(DockerApiBackend):
     def cancel(self, handle: JobHandle) -> None:
         import docker.errors
 
+        self._wait_placed(handle, time.monotonic() + PLACEMENT_WAIT)
         try:
             self.client.api.remove_service(handle.job_id)
         except docker.errors.NotFound:
@@ -228,6 +233,31 @@ class SwarmBackend(DockerApiBackend):
                 log.warning("Containers of service %s are still present after removal: %s", handle.key, left)
                 return
             time.sleep(0.2)
+
+    def _wait_placed(self, handle: JobHandle, deadline: float) -> None:
+        """Wait (until ``deadline``) while a task of the service is on its way to a container.
+
+        A service removed while its task is being placed or started can still get its task
+        container created by the node, which then runs to completion (seen on a one-node Swarm):
+        cancelling right after submitting would leave the job running. Once the task runs (or
+        ended), removal and the sweep below reach its container. A task still ``pending`` after
+        :data:`UNPLACED_WAIT` s has no node with room and is removed as it is.
+        """
+        import docker.errors
+
+        unplaced_until = time.monotonic() + UNPLACED_WAIT
+        while time.monotonic() < deadline:
+            try:
+                tasks = self.client.api.tasks(filters={"service": handle.job_id})
+            except docker.errors.APIError:
+                return  # the service is gone (or the engine cannot say): nothing more to wait for
+            states = {t.get("Status", {}).get("State") for t in tasks}
+            if not states & _PENDING_TASK_STATES:
+                return
+            if states & _PENDING_TASK_STATES == {"pending"} and time.monotonic() > unplaced_until:
+                return
+            time.sleep(0.1)
+        log.warning("A task of %s was still starting after %.0f s; removing it anyway.", handle.key, PLACEMENT_WAIT)
 
     def describe(self, handle: JobHandle) -> str:
         return f"swarm service {handle.key} ({handle.job_id[:12]})"

@@ -243,8 +243,7 @@ def test_a_job_of_another_namespace_is_refused_and_left_alone(
 
 
 def _round_trip(backend: Any, spec: Any) -> None:
-    """Submit, find while it runs, cancel; the job is cancelled only once it runs (Swarm creates
-    the task container of a service removed just after its creation anyway; see the report)."""
+    """Submit, find while it runs (so ``find`` sees a live job), cancel."""
     from airflow_ml_provider.backends.base import RUNNING
 
     handle = backend.submit(spec)

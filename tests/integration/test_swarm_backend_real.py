@@ -173,6 +173,15 @@ def test_cancel_a_running_job_leaves_nothing_and_is_idempotent(services: Service
     assert backend.logs(handle, None) == ([], None)
 
 
+def test_cancel_right_after_submit_leaves_no_container_behind(services: Services, backend: SwarmBackend) -> None:
+    """A task killed in its first moment: Swarm may still create the container of a removed service."""
+    handle = services.submit(services.spec(command=["sleep", "60"]))
+    backend.cancel(handle)
+    assert left_behind(backend, handle.key)[0] == []
+    time.sleep(8)  # long enough for a late task container to appear (it did, 3 times in 3)
+    assert left_behind(backend, handle.key) == ([], [])
+
+
 def test_find_refuses_a_foreign_service_with_the_same_name(
     services: Services, backend: SwarmBackend, swarm: dict[str, str]
 ) -> None:
