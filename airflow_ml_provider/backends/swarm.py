@@ -56,6 +56,8 @@ _PENDING_TASK_STATES = {"new", "allocated", "pending", "assigned", "accepted", "
 PLACEMENT_WAIT = 30.0
 #: Seconds of that a task may stay ``pending`` (no node has room for it: it may never be placed).
 UNPLACED_WAIT = 5.0
+#: Seconds after removing a service during which its containers are still looked for.
+REMOVAL_SETTLE = 1.0
 
 
 def newest_task(tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -217,10 +219,11 @@ class SwarmBackend(DockerApiBackend):
         # Swarm leaves exited task containers of a removed service behind for a long time (seen
         # here: > 40 s), so remove the ones on this engine ourselves; "cancelled" means "gone".
         deadline = time.monotonic() + self.config.stop_timeout + 30
+        settled = time.monotonic() + REMOVAL_SETTLE  # a container being created as the service went
         label = f"com.docker.swarm.service.id={handle.job_id}"
         while True:
             left = self.client.containers.list(all=True, filters={"label": label})
-            if not left:
+            if not left and time.monotonic() > settled:
                 return
             for container in left:
                 try:
@@ -252,9 +255,11 @@ class SwarmBackend(DockerApiBackend):
             except docker.errors.APIError:
                 return  # the service is gone (or the engine cannot say): nothing more to wait for
             states = {t.get("Status", {}).get("State") for t in tasks}
-            if not states & _PENDING_TASK_STATES:
+            if tasks and not states & _PENDING_TASK_STATES:
                 return
-            if states & _PENDING_TASK_STATES == {"pending"} and time.monotonic() > unplaced_until:
+            # No task yet (the orchestrator has not made it: on a busy manager it still will), or
+            # only unplaced ones: wait a little, they are normally placed within milliseconds.
+            if states <= {"pending"} and time.monotonic() > unplaced_until:
                 return
             time.sleep(0.1)
         log.warning("A task of %s was still starting after %.0f s; removing it anyway.", handle.key, PLACEMENT_WAIT)
