@@ -18,6 +18,8 @@ Permanent (fix something first; retrying cannot help):
 * :class:`MetronomeValidationError` -- Metronome refused a job definition (HTTP 422).
 * :class:`ForeignJobError` -- the job under the task's key belongs to another Airflow installation
   (another namespace); it is left alone.
+* :class:`MissingExtraError` -- a Python module that one of the provider's extras installs is
+  missing on this machine; the message names the module and the ``pip install`` command.
 
 Transient (a retry can help):
 
@@ -119,3 +121,20 @@ class ModelRegistryError(MlProviderError):
 
 class ModelDeployError(MlProviderError):
     """The new model version could not be put behind the endpoint; the old one still serves."""
+
+
+class MissingExtraError(PermanentError):
+    """A module that one of the provider's extras installs is missing here (retrying cannot install it).
+
+    Raised by :func:`airflow_ml_provider.utils.optional_deps.requires_extra`; the message names the
+    module and the extra, e.g. ``pip install "airflow-ml-provider[hdfs]"``.
+
+    :param message: what needs the module, which module is missing and the install command.
+    :param module: the module that could not be imported (e.g. ``hdfs``).
+    :param extra: the provider's extra that installs it (e.g. ``hdfs``).
+    """
+
+    def __init__(self, message: str, *, module: str = "", extra: str = "") -> None:
+        super().__init__(message)
+        self.module = module
+        self.extra = extra

@@ -1,7 +1,10 @@
 """Provider metadata for Airflow's ProvidersManager (entry point ``apache_airflow_provider``).
 
 Everything is data: the UI draws connection forms from ``conn-fields`` and
-``ui-field-behaviour`` without importing hook code.
+``ui-field-behaviour`` without importing hook code. Every extra field has a label and a
+description; a cleared field is saved as null, which every hook reads as the field's default.
+Connection types are named ``ML provider: <system>`` (:func:`hook_name`), so the form's type list
+shows ours together.
 """
 
 from __future__ import annotations
@@ -11,6 +14,33 @@ from typing import Any
 from airflow_ml_provider import __version__
 
 PACKAGE = "airflow-ml-provider"
+
+
+def hook_name(system: str) -> str:
+    """The display name of one of our connection types: ``ML provider: <system>``."""
+    return f"ML provider: {system}"
+
+
+def documentation_url() -> str | None:
+    """The ``Documentation`` URL of the installed distribution (``[project.urls]`` in pyproject.toml).
+
+    Airflow (3.2+) reads the Providers page's link from the same metadata and overrides the
+    ``documentation-url`` given here; reading it here keeps the two the same on every Airflow.
+    ``None`` when the distribution names none (the page then links to apache.org, which has no
+    page for this provider).
+    """
+    from importlib import metadata
+
+    try:
+        urls = metadata.distribution(PACKAGE).metadata.get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return None
+    for entry in urls:
+        name, _, url = entry.partition(",")
+        if name.strip().lower() == "documentation" and url.strip():
+            return url.strip()
+    return None
+
 
 HDFS_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema"],
@@ -42,20 +72,25 @@ HDFS_CONN_FIELDS: dict[str, Any] = {
     "verify": {
         "label": "Verify TLS certificates",
         "schema": {"type": ["boolean", "null"], "default": True},
+        "description": "Off only for testing: the NameNodes' certificates are then not checked. Empty: on.",
     },
     "ca_bundle": {
         "label": "CA bundle path",
         "schema": {"type": ["string", "null"]},
-        "description": "PEM file of the CA that signed the NameNodes' certificates.",
+        "description": "Absolute path, on the workers, of the PEM file of the CA that signed the NameNodes' "
+        "certificates. Empty: the system's CAs.",
     },
     "timeout": {
         "label": "HTTP timeout (seconds)",
         "schema": {"type": ["number", "null"], "default": 30},
-        "description": "Per request; a NameNode slower than this is treated as down and the next one is tried.",
+        "description": "Per request; a NameNode slower than this is treated as down and the next one is tried. "
+        "Empty: 30.",
     },
     "proxy_user": {
         "label": "Proxy user (doas)",
         "schema": {"type": ["string", "null"]},
+        "description": "HDFS user to act as (doas); the NameNode must allow the connection's user to impersonate "
+        "it. Empty: none.",
     },
 }
 
@@ -71,22 +106,42 @@ _NAMESPACE_FIELD: dict[str, Any] = {
 }
 
 _DOCKER_TLS_FIELDS: dict[str, Any] = {
-    "tls_ca": {"label": "TLS CA certificate path", "schema": {"type": ["string", "null"]}},
-    "tls_cert": {"label": "TLS client certificate path", "schema": {"type": ["string", "null"]}},
-    "tls_key": {"label": "TLS client key path", "schema": {"type": ["string", "null"]}},
+    "tls_ca": {
+        "label": "TLS CA certificate path",
+        "schema": {"type": ["string", "null"]},
+        "description": "Absolute path, on the workers, of the CA certificate that signed the engine's. "
+        "Empty: the system's CAs.",
+    },
+    "tls_cert": {
+        "label": "TLS client certificate path",
+        "schema": {"type": ["string", "null"]},
+        "description": "Absolute path, on the workers, of the client certificate the engine requires (with the key).",
+    },
+    "tls_key": {
+        "label": "TLS client key path",
+        "schema": {"type": ["string", "null"]},
+        "description": "Absolute path, on the workers, of the client certificate's private key.",
+    },
     "tls_verify": {
         "label": "Verify the engine's TLS certificate",
         "schema": {"type": ["boolean", "null"], "default": True},
+        "description": "Off skips only the certificate check (the traffic stays encrypted). Empty: on.",
     },
-    "timeout": {"label": "API timeout (seconds)", "schema": {"type": ["number", "null"], "default": 60}},
+    "timeout": {
+        "label": "API timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 60},
+        "description": "Per request to the engine's API. Empty: 60.",
+    },
     "stop_timeout": {
         "label": "Stop grace period (seconds)",
         "schema": {"type": ["integer", "null"], "default": 10},
-        "description": "SIGTERM, then SIGKILL after this many seconds when a job is cancelled.",
+        "description": "SIGTERM, then SIGKILL after this many seconds when a job is cancelled. Empty: 10.",
     },
     "pull": {
         "label": "Image pull policy",
         "schema": {"type": ["string", "null"], "enum": ["missing", "always", "never"], "default": "missing"},
+        "description": "missing: pull only images the engine does not have; always: pull before every job; "
+        "never: use local images only. Empty: missing.",
     },
     "namespace": _NAMESPACE_FIELD,
 }
@@ -107,15 +162,35 @@ METRONOME_CONN_FIELDS: dict[str, Any] = {
     "token": {
         "label": "IAM token (instead of a password)",
         "schema": {"type": ["string", "null"], "format": "password"},
+        "description": "A pre-issued DC/OS IAM token, sent as is; then IAM uid and password are not needed.",
     },
-    "verify": {"label": "Verify TLS certificates", "schema": {"type": ["boolean", "null"], "default": True}},
-    "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
-    "timeout": {"label": "HTTP timeout (seconds)", "schema": {"type": ["number", "null"], "default": 30}},
+    "verify": {
+        "label": "Verify TLS certificates",
+        "schema": {"type": ["boolean", "null"], "default": True},
+        "description": "Off only for testing: DC/OS's certificate is then not checked. Empty: on.",
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "schema": {"type": ["string", "null"]},
+        "description": "Absolute path, on the workers, of the PEM file of the CA that signed DC/OS's certificate. "
+        "Empty: the system's CAs.",
+    },
+    "timeout": {
+        "label": "HTTP timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 30},
+        "description": "Per request to Metronome. Empty: 30.",
+    },
     "retries": {
         "label": "Retries on 5xx / connection errors",
         "schema": {"type": ["integer", "null"], "default": 5},
+        "description": "Connection errors are retried for every request, 5xx answers and timeouts only for "
+        "requests that are safe to repeat (a run is never started twice). Empty: 5.",
     },
-    "backoff": {"label": "First retry delay (seconds)", "schema": {"type": ["number", "null"], "default": 0.5}},
+    "backoff": {
+        "label": "First retry delay (seconds)",
+        "schema": {"type": ["number", "null"], "default": 0.5},
+        "description": "Doubles with each retry. Empty: 0.5.",
+    },
     "namespace": _NAMESPACE_FIELD,
 }
 
@@ -137,16 +212,38 @@ MLFLOW_CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["string", "null"], "enum": ["none", "basic", "token"]},
         "description": "basic (login/password), token (bearer token in Password) or none.",
     },
-    "verify": {"label": "Verify TLS certificates", "schema": {"type": ["boolean", "null"], "default": True}},
-    "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
-    "timeout": {"label": "HTTP timeout (seconds)", "schema": {"type": ["number", "null"], "default": 60}},
-    "max_retries": {"label": "HTTP retries", "schema": {"type": ["integer", "null"], "default": 5}},
+    "verify": {
+        "label": "Verify TLS certificates",
+        "schema": {"type": ["boolean", "null"], "default": True},
+        "description": "Off only for testing: the tracking server's certificate is then not checked. Empty: on.",
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "schema": {"type": ["string", "null"]},
+        "description": "Absolute path, on the workers, of the PEM file of the CA that signed the tracking "
+        "server's certificate. Empty: the system's CAs.",
+    },
+    "timeout": {
+        "label": "HTTP timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 60},
+        "description": "Per request to the tracking server and registry. Empty: 60.",
+    },
+    "max_retries": {
+        "label": "HTTP retries",
+        "schema": {"type": ["integer", "null"], "default": 5},
+        "description": "Retries of a failed request (MLflow backs off between them); 0 turns them off. Empty: 5.",
+    },
 }
 
 MLFLOW_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema"],
-    "relabeling": {"host": "Tracking URI", "login": "User (basic auth)", "password": "Password or token"},
-    "placeholders": {"host": "https://mlflow.corp  or  sqlite:////srv/mlflow/mlflow.db", "port": "5000"},
+    "relabeling": {
+        "host": "Tracking URI",
+        "port": "Port (added to an http(s) URI without one)",
+        "login": "User (basic auth)",
+        "password": "Password or token",
+    },
+    "placeholders": {"host": "https://mlflow.corp  or  sqlite:////srv/mlflow/mlflow.db"},
 }
 
 
@@ -155,7 +252,12 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": PACKAGE,
         "name": "ML pipelines (airflow-ml-provider)",
-        "description": "Operationalize ML pipelines: HDFS marker sensor, container jobs, Spark, MLflow, ERP writer.",
+        "description": (
+            "Run ML pipelines in Airflow: an HDFS _SUCCESS marker sensor, container jobs on Docker, Docker Swarm "
+            "and DC/OS Metronome, and MLflow model registration, promotion, Docker deployment and batch "
+            "prediction (pandas or Spark)."
+        ),
+        "documentation-url": documentation_url(),
         "versions": [__version__],
         "integrations": [
             {
@@ -206,35 +308,35 @@ def get_provider_info() -> dict[str, Any]:
         "connection-types": [
             {
                 "hook-class-name": "airflow_ml_provider.hooks.webhdfs.HdfsHook",
-                "hook-name": "HDFS (WebHDFS, airflow-ml-provider)",
+                "hook-name": hook_name("HDFS (WebHDFS)"),
                 "connection-type": "ml_hdfs",
                 "conn-fields": HDFS_CONN_FIELDS,
                 "ui-field-behaviour": HDFS_UI_FIELD_BEHAVIOUR,
             },
             {
                 "hook-class-name": "airflow_ml_provider.hooks.container.ContainerJobHook",
-                "hook-name": "Docker engine (airflow-ml-provider container jobs)",
+                "hook-name": hook_name("Docker engine"),
                 "connection-type": "ml_docker",
                 "conn-fields": _DOCKER_TLS_FIELDS,
                 "ui-field-behaviour": DOCKER_UI_FIELD_BEHAVIOUR,
             },
             {
                 "hook-class-name": "airflow_ml_provider.hooks.container.SwarmJobHook",
-                "hook-name": "Docker Swarm (airflow-ml-provider container jobs)",
+                "hook-name": hook_name("Docker Swarm"),
                 "connection-type": "ml_swarm",
                 "conn-fields": _DOCKER_TLS_FIELDS,
                 "ui-field-behaviour": SWARM_UI_FIELD_BEHAVIOUR,
             },
             {
                 "hook-class-name": "airflow_ml_provider.hooks.container.MetronomeJobHook",
-                "hook-name": "DC/OS Metronome (airflow-ml-provider container jobs)",
+                "hook-name": hook_name("DC/OS Metronome"),
                 "connection-type": "ml_metronome",
                 "conn-fields": METRONOME_CONN_FIELDS,
                 "ui-field-behaviour": METRONOME_UI_FIELD_BEHAVIOUR,
             },
             {
                 "hook-class-name": "airflow_ml_provider.hooks.mlflow.MlflowHook",
-                "hook-name": "MLflow (airflow-ml-provider)",
+                "hook-name": hook_name("MLflow"),
                 "connection-type": "ml_mlflow",
                 "conn-fields": MLFLOW_CONN_FIELDS,
                 "ui-field-behaviour": MLFLOW_UI_FIELD_BEHAVIOUR,

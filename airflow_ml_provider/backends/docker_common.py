@@ -33,6 +33,7 @@ from airflow_ml_provider.backends.base import (
     JobSpec,
 )
 from airflow_ml_provider.exceptions import BackendError, JobExistsError, JobResultError
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 #: A result file larger than this is refused (XCom is for small JSON documents, not data).
 MAX_RESULT_BYTES = 1024 * 1024
@@ -90,7 +91,8 @@ def docker_tls(config: DockerConfig) -> Any:
     Verification stays on unless ``tls_verify`` is False: against ``tls_ca`` only when it is set
     (the SDK then sets the session's ``verify`` to the CA path), against the system CAs otherwise.
     """
-    import docker
+    with requires_extra("docker"):
+        import docker
 
     if not config.uses_tls():
         return False
@@ -128,8 +130,9 @@ def make_client(config: DockerConfig) -> Any:
     The client asks the engine for its API version at once; an engine that cannot be reached is
     a :class:`BackendError` of one line naming it (not the SDK's chained tracebacks).
     """
-    import docker
-    import docker.errors
+    with requires_extra("docker"):
+        import docker
+        import docker.errors
     import requests
 
     try:
@@ -295,7 +298,8 @@ class DockerApiBackend(ContainerBackend):
 
     def _get(self, collection: Any, ident: str) -> Any:
         """``collection.get(ident)``, or None if the engine does not know it."""
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             return collection.get(ident)
@@ -320,7 +324,8 @@ class DockerApiBackend(ContainerBackend):
         409 (the name exists) is :class:`JobExistsError`; anything else is :class:`BackendError`
         with the engine's explanation, scrubbed of the job's secret values.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             return create()
@@ -333,7 +338,8 @@ class DockerApiBackend(ContainerBackend):
 
     def _read_result(self, container: Any, path: str) -> Any:
         """The JSON file at ``path`` in ``container``, or ``None`` if the job wrote none."""
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             stream, _ = container.get_archive(path)

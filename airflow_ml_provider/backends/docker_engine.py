@@ -46,6 +46,7 @@ from airflow_ml_provider.backends.docker_common import (
     split_timestamped,
 )
 from airflow_ml_provider.exceptions import BackendError, JobResultError
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 # Re-exported: these lived here before the shared module existed and callers import them from here.
 __all__ = [
@@ -86,7 +87,8 @@ def docker_state(attrs: dict[str, Any]) -> JobStatus:
 
 def docker_device_requests(raw: list[dict[str, Any]]) -> list[Any]:
     """Turn the Docker-API-shaped GPU requests of ``ResourceSpec.to_docker`` into SDK objects."""
-    from docker.types import DeviceRequest
+    with requires_extra("docker"):
+        from docker.types import DeviceRequest
 
     return [
         DeviceRequest(driver=r.get("Driver", ""), count=r.get("Count", 0), capabilities=r.get("Capabilities", []))
@@ -107,7 +109,8 @@ class DockerBackend(DockerApiBackend):
         return self._ours(key, container, None if container is None else container.labels)
 
     def _ensure_image(self, image: str) -> None:
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         policy = self.config.pull
         if policy == "always":
@@ -123,7 +126,8 @@ class DockerBackend(DockerApiBackend):
             self._pull(image)
 
     def _pull(self, image: str) -> None:
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             self.client.images.pull(image)
@@ -134,7 +138,8 @@ class DockerBackend(DockerApiBackend):
             ) from None
 
     def submit(self, spec: JobSpec) -> JobHandle:
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         spec.check_env()
         self._ensure_image(spec.image)
@@ -198,7 +203,8 @@ class DockerBackend(DockerApiBackend):
         return self._read_result(container, path)
 
     def _remove(self, container_id: str) -> None:
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             self.client.api.remove_container(container_id, force=True, v=True)
@@ -210,7 +216,8 @@ class DockerBackend(DockerApiBackend):
             raise
 
     def cancel(self, handle: JobHandle) -> None:
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             self.client.api.stop(handle.job_id, timeout=self.config.stop_timeout)

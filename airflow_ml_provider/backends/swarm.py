@@ -48,6 +48,7 @@ from airflow_ml_provider.backends.docker_common import (
     split_timestamped,
 )
 from airflow_ml_provider.exceptions import BackendError, JobResultError
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ class SwarmBackend(DockerApiBackend):
         return self._ours(key, service, None if service is None else service.attrs.get("Spec", {}).get("Labels"))
 
     def submit(self, spec: JobSpec) -> JobHandle:
-        from docker.types import EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
+        with requires_extra("docker"):
+            from docker.types import EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
 
         spec.check_env()
         limits = spec.resources.to_swarm()
@@ -207,7 +209,8 @@ class SwarmBackend(DockerApiBackend):
         return self._read_result(container, path)
 
     def cancel(self, handle: JobHandle) -> None:
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         self._wait_placed(handle, time.monotonic() + PLACEMENT_WAIT)
         try:
@@ -246,7 +249,8 @@ class SwarmBackend(DockerApiBackend):
         ended), removal and the sweep below reach its container. A task still ``pending`` after
         :data:`UNPLACED_WAIT` s has no node with room and is removed as it is.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         unplaced_until = time.monotonic() + UNPLACED_WAIT
         while time.monotonic() < deadline:

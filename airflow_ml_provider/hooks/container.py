@@ -22,7 +22,10 @@ instead of a password), ``verify`` (default true; ``false``, or a CA bundle path
 (a CA bundle path), ``timeout``, ``retries``, ``backoff``, ``namespace``. Every extra is read strictly
 (:mod:`airflow_ml_provider.utils.conn_extras`): a value that cannot be read is a
 :class:`~airflow_ml_provider.exceptions.ConnectionConfigError` naming the connection, the key and
-the accepted values, never a silent default, so a typo cannot turn TLS verification off.
+the accepted values, never a silent default, so a typo cannot turn TLS verification off; an extra
+that is absent, null or ``""`` (a cleared form field) takes its default. Docker and Swarm need the
+``docker`` extra: without it, the first use of the engine fails at once with a
+:class:`~airflow_ml_provider.exceptions.MissingExtraError` naming the ``pip install`` command.
 
 Each hook has its own default connection (``ml_docker_default``, ``ml_swarm_default``,
 ``ml_metronome_default``). Only ``ml_docker_default`` has a fallback: when it is not defined,
@@ -50,7 +53,17 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_ml_provider.exceptions import ConnectionConfigError, InvalidSpecError
-from airflow_ml_provider.utils.conn_extras import connection_extra, extra_bool, extra_number, extra_tls_verify
+from airflow_ml_provider.utils.conn_extras import (
+    connection_extra,
+    extra_bool,
+    extra_choice,
+    extra_int,
+    extra_number,
+    extra_str,
+    extra_tls_verify,
+    is_unset,
+)
+from airflow_ml_provider.utils.optional_deps import connection_test_text
 from airflow_ml_provider.utils.secret_refs import SecretRef
 
 if TYPE_CHECKING:
@@ -85,16 +98,16 @@ def docker_config_from_connection(conn: Any) -> Any:
         base_url = host
     else:
         base_url = f"tcp://{host}:{conn.port or 2376}"
-    pull = str(extra.get("pull") or "missing")
-    if pull not in ("missing", "always", "never"):
-        raise ConnectionConfigError(f"Connection {conn_id!r}: extra 'pull' is {pull!r}; use missing, always or never.")
+    pull = extra_choice(extra, "pull", ("missing", "always", "never"), "missing", conn_id=conn_id)
     verify = extra_tls_verify(extra, conn_id=conn_id, verify_key="tls_verify", ca_key="tls_ca")
     # with verification off, a tls_ca is kept: the engine is still spoken to over TLS
-    tls_ca = verify if isinstance(verify, str) else (extra.get("tls_ca") or None)
+    tls_ca = verify if isinstance(verify, str) else extra_str(extra, "tls_ca", conn_id=conn_id)
     tls_verify = verify is not False
-    tls = None if extra.get("tls") in (None, "") else extra_bool(extra, "tls", True, conn_id=conn_id)
+    tls_cert = extra_str(extra, "tls_cert", conn_id=conn_id)
+    tls_key = extra_str(extra, "tls_key", conn_id=conn_id)
+    tls = None if is_unset(extra.get("tls")) else extra_bool(extra, "tls", True, conn_id=conn_id)
     scheme = base_url.partition("://")[0].lower()
-    if tls is False and (scheme == "https" or tls_ca or extra.get("tls_cert") or extra.get("tls_key")):
+    if tls is False and (scheme == "https" or tls_ca or tls_cert or tls_key):
         raise ConnectionConfigError(
             f"Connection {conn_id!r}: extra 'tls' is false (plain HTTP) but the connection also gives "
             "an https:// host or TLS files; remove tls=false, or the TLS settings."
@@ -106,11 +119,11 @@ def docker_config_from_connection(conn: Any) -> Any:
     return DockerConfig(
         base_url=base_url,
         tls_ca=tls_ca,
-        tls_cert=extra.get("tls_cert") or None,
-        tls_key=extra.get("tls_key") or None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         tls_verify=tls_verify,
         timeout=extra_number(extra, "timeout", 60, conn_id=conn_id, positive=True),
-        stop_timeout=int(extra_number(extra, "stop_timeout", 10, conn_id=conn_id)),
+        stop_timeout=extra_int(extra, "stop_timeout", 10, conn_id=conn_id),
         pull=pull,
         tls=tls,
     )
@@ -126,7 +139,7 @@ def metronome_config_from_connection(conn: Any) -> Any:
     if not host:
         raise ConnectionConfigError(f"Connection {conn_id!r}: set host to the DC/OS URL, e.g. https://dcos.corp.")
     url = host if "://" in host else f"https://{host}" + (f":{conn.port}" if conn.port else "")
-    token = extra.get("token") or None
+    token = extra_str(extra, "token", conn_id=conn_id)
     if not token and not (conn.login and conn.password):
         raise ConnectionConfigError(
             f"Connection {conn_id!r}: give login (IAM uid) and password, or a token in the extra."
@@ -139,7 +152,7 @@ def metronome_config_from_connection(conn: Any) -> Any:
         token=token,
         verify=verify,
         timeout=extra_number(extra, "timeout", 30, conn_id=conn_id, positive=True),
-        retries=int(extra_number(extra, "retries", 5, conn_id=conn_id)),
+        retries=extra_int(extra, "retries", 5, conn_id=conn_id),
         backoff=extra_number(extra, "backoff", 0.5, conn_id=conn_id),
     )
 
@@ -181,7 +194,7 @@ class ContainerJobHook(BaseHook):
     conn_name_attr = "conn_id"
     default_conn_name = DEFAULT_CONN_ID
     conn_type = "ml_docker"
-    hook_name = "Docker engine (airflow-ml-provider container jobs)"
+    hook_name = "ML provider: Docker engine"
 
     def __init__(self, conn_id: str | None = None) -> None:
         super().__init__()
@@ -235,7 +248,7 @@ class ContainerJobHook(BaseHook):
 
         conn = self.get_conn()
         value = connection_extra(conn).get("namespace")
-        if value not in (None, ""):
+        if not is_unset(value):
             if not is_namespace(value):
                 raise ConnectionConfigError(
                     f"Connection {conn.conn_id!r}: extra 'namespace' is {value!r}; use {_NAMESPACE_RULE}, "
@@ -308,12 +321,15 @@ class ContainerJobHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Ask the scheduler whether it answers (lists no job; creates nothing)."""
-        backend = self.get_backend()
+        try:
+            backend = self.get_backend()
+        except Exception as e:  # noqa: BLE001  # test_connection reports, it does not raise
+            return False, connection_test_text(f"{type(e).__name__}: {e}")
         try:
             backend.find("ml-connection-test-0000000000")
             return True, f"{backend.name} scheduler answered"
         except Exception as e:  # noqa: BLE001  # test_connection reports, it does not raise
-            return False, f"{type(e).__name__}: {e}"
+            return False, connection_test_text(f"{type(e).__name__}: {e}")
         finally:
             backend.close()
 
@@ -342,7 +358,7 @@ class SwarmJobHook(ContainerJobHook):
 
     default_conn_name = "ml_swarm_default"
     conn_type = "ml_swarm"
-    hook_name = "Docker Swarm (airflow-ml-provider container jobs)"
+    hook_name = "ML provider: Docker Swarm"
 
 
 class MetronomeJobHook(ContainerJobHook):
@@ -350,4 +366,4 @@ class MetronomeJobHook(ContainerJobHook):
 
     default_conn_name = "ml_metronome_default"
     conn_type = "ml_metronome"
-    hook_name = "DC/OS Metronome (airflow-ml-provider container jobs)"
+    hook_name = "ML provider: DC/OS Metronome"

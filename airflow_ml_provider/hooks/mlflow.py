@@ -17,7 +17,7 @@ extra              ``registry_uri`` (a separate model registry), ``auth`` (``non
                    (seconds per request, > 0, default 60), ``max_retries`` (a whole number
                    >= 0, default 5). Extras are read strictly: a value that cannot be read
                    (``"verify": "ture"``) fails naming the connection, the key and the accepted
-                   values; an absent or null key means the default.
+                   values; an absent, null or ``""`` key (a cleared form field) means the default.
 =================  ============================================================================
 
 MLflow's REST client reads credentials and TLS settings from ``MLFLOW_*`` environment
@@ -40,7 +40,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airflow.sdk import BaseHook
 
 from airflow_ml_provider.exceptions import ConnectionConfigError
-from airflow_ml_provider.utils.conn_extras import connection_extra, extra_number, extra_tls_verify
+from airflow_ml_provider.utils.conn_extras import (
+    connection_extra,
+    extra_choice,
+    extra_int,
+    extra_number,
+    extra_str,
+    extra_tls_verify,
+)
+from airflow_ml_provider.utils.optional_deps import connection_test_text, requires_extra
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -173,30 +181,24 @@ def mlflow_config_from_connection(conn: Any) -> MlflowConfig:
     scheme = host.split("://", 1)[0]
     if scheme in ("http", "https") and conn.port and host.count(":") == 1:
         host = f"{host.rstrip('/')}:{conn.port}"
-    auth = str(extra.get("auth") or ("basic" if conn.login else "none"))
-    if auth not in _AUTH_MODES:
-        raise ConnectionConfigError(f"Connection {conn_id!r}: extra auth={auth!r}; use none, basic or token.")
+    auth = extra_choice(extra, "auth", _AUTH_MODES, "basic" if conn.login else "none", conn_id=conn_id)
     if auth != "none" and not conn.password:
         raise ConnectionConfigError(f"Connection {conn_id!r}: auth={auth} needs the password field.")
     timeout = extra_number(extra, "timeout", 60.0, conn_id=conn_id, positive=True)
-    retries = extra_number(extra, "max_retries", 5.0, conn_id=conn_id)
-    if not retries.is_integer():
-        raise ConnectionConfigError(
-            f"Connection {conn_id!r}: extra 'max_retries' is {extra['max_retries']!r}; use a whole number >= 0, e.g. 5."
-        )
+    retries = extra_int(extra, "max_retries", 5, conn_id=conn_id)
     verify_setting = extra_tls_verify(extra, conn_id=conn_id)
     ca_bundle = verify_setting if isinstance(verify_setting, str) else ""
     verify = verify_setting is not False
     return MlflowConfig(
         tracking_uri=host.rstrip("/"),
-        registry_uri=str(extra.get("registry_uri") or host.rstrip("/")),
+        registry_uri=extra_str(extra, "registry_uri", conn_id=conn_id) or host.rstrip("/"),
         auth=auth,
         username=conn.login or "",
         password=conn.password or "",
         verify=verify,
         ca_bundle=ca_bundle,
         timeout=timeout,
-        max_retries=int(retries),
+        max_retries=retries,
     )
 
 
@@ -227,7 +229,7 @@ class MlflowHook(BaseHook):
     conn_name_attr = "conn_id"
     default_conn_name = DEFAULT_CONN_ID
     conn_type = "ml_mlflow"
-    hook_name = "MLflow (airflow-ml-provider)"
+    hook_name = "ML provider: MLflow"
 
     def __init__(self, conn_id: str = DEFAULT_CONN_ID) -> None:
         super().__init__()
@@ -255,7 +257,8 @@ class MlflowHook(BaseHook):
 
     def get_client(self) -> MlflowClient:
         """A client bound to this connection's URIs (use it inside :meth:`scoped`)."""
-        from mlflow import MlflowClient
+        with requires_extra("mlflow"):
+            from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.config.tracking_uri, registry_uri=self.config.registry_uri)
 
@@ -268,5 +271,7 @@ class MlflowHook(BaseHook):
         except Exception as e:  # noqa: BLE001  # test_connection reports, it does not raise
             reason = connection_failure(e)
             if reason is not None:
-                return False, f"The MLflow server at {self.config.tracking_uri} was unreachable ({reason})"
-            return False, f"{type(e).__name__}: {e}"
+                message = f"The MLflow server at {self.config.tracking_uri} was unreachable ({reason})"
+            else:
+                message = f"{type(e).__name__}: {e}"
+            return False, connection_test_text(message)

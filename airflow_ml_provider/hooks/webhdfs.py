@@ -2,7 +2,9 @@
 
 The hook reads an ``ml_hdfs`` connection (see :data:`CONN_TYPE`); it never reads ``webhdfs``
 connections, which belong to the apache-hdfs provider. Importing this module imports neither
-``hdfs`` nor ``requests``: they load on first use.
+``hdfs`` nor ``requests``: they load on first use, and without the ``hdfs`` extra (``kerberos`` for
+``auth = kerberos``) that use fails at once with a
+:class:`~airflow_ml_provider.exceptions.MissingExtraError` naming the ``pip install`` command.
 
 Connection fields:
 
@@ -14,7 +16,8 @@ Connection fields:
 * **Password**: a delegation token, with ``auth = token``.
 * **Extra**: ``auth`` (``simple`` | ``token`` | ``kerberos``), ``use_ssl`` (https for bare hosts),
   ``verify`` (TLS verification, default true), ``ca_bundle`` (path to a CA file),
-  ``timeout`` (seconds per HTTP request, default 30), ``proxy_user`` (``doas``).
+  ``timeout`` (seconds per HTTP request, default 30), ``proxy_user`` (``doas``). An extra that is
+  absent, null or ``""`` (a cleared form field) takes its default; one that cannot be read is an error.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airflow_ml_provider.exceptions import ConnectionConfigError, StorageUnavailableError
+from airflow_ml_provider.utils.optional_deps import connection_test_text, requires_extra
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -79,7 +83,14 @@ class HdfsConfig(NamedTuple):
     @classmethod
     def from_connection(cls, conn: Connection) -> HdfsConfig:
         """Validate a Connection; raise :class:`ConnectionConfigError` naming the bad field."""
-        from airflow_ml_provider.utils.conn_extras import connection_extra, extra_bool, extra_number, extra_tls_verify
+        from airflow_ml_provider.utils.conn_extras import (
+            connection_extra,
+            extra_bool,
+            extra_choice,
+            extra_number,
+            extra_str,
+            extra_tls_verify,
+        )
 
         conn_id = conn.conn_id
         extra = connection_extra(conn)
@@ -100,9 +111,7 @@ class HdfsConfig(NamedTuple):
                 raise bad(str(e)) from None
             return cls(conn_id=conn_id, local_root=root)
 
-        auth = str(extra.get("auth") or "simple").lower()
-        if auth not in ("simple", "token", "kerberos"):
-            raise bad(f"extra 'auth' is {auth!r}; use 'simple', 'token' or 'kerberos'.")
+        auth = extra_choice(extra, "auth", ("simple", "token", "kerberos"), "simple", conn_id=conn_id)
         token = conn.password or None
         if auth == "token" and not token:
             raise bad("auth is 'token' but Password is empty; put the delegation token in Password.")
@@ -121,7 +130,7 @@ class HdfsConfig(NamedTuple):
             token=token if auth == "token" else None,
             verify=verify,
             timeout=timeout,
-            proxy_user=extra.get("proxy_user") or None,
+            proxy_user=extra_str(extra, "proxy_user", conn_id=conn_id),
         )
 
 
@@ -148,7 +157,7 @@ class HdfsHook(BaseHook):
     conn_name_attr = "hdfs_conn_id"
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
-    hook_name = "HDFS (WebHDFS, airflow-ml-provider)"
+    hook_name = "ML provider: HDFS (WebHDFS)"
 
     def __init__(self, hdfs_conn_id: str = DEFAULT_CONN_ID, *, config: HdfsConfig | None = None) -> None:
         super().__init__()
@@ -195,14 +204,11 @@ class HdfsHook(BaseHook):
         url = ";".join(config.namenodes)
         common: dict[str, Any] = {"session": session, "timeout": config.timeout, "proxy": config.proxy_user}
         if config.auth == "kerberos":
-            try:
+            with requires_extra("kerberos"):
                 from hdfs.ext.kerberos import KerberosClient
-            except ImportError as e:
-                raise ConnectionConfigError(
-                    f"Connection {config.conn_id!r} uses Kerberos; install 'airflow-ml-provider[kerberos]'."
-                ) from e
             return KerberosClient(url, **common)
-        from hdfs import InsecureClient, TokenClient
+        with requires_extra("hdfs"):
+            from hdfs import InsecureClient, TokenClient
 
         if config.auth == "token":
             return TokenClient(url, config.token, **common)
@@ -261,9 +267,9 @@ class HdfsHook(BaseHook):
                 except StorageUnavailableError as e:
                     answers.append(f"{url}: unavailable ({e})")
             ok = any(a.endswith(": active") for a in answers)
-            return ok, "; ".join(answers)
+            return ok, connection_test_text("; ".join(answers))
         except Exception as e:  # noqa: BLE001  # test_connection reports, it does not raise
-            return False, str(e)
+            return False, connection_test_text(str(e))
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

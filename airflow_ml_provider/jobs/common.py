@@ -1,4 +1,4 @@
-"""What the jobs share: the bad-input error and the parsers of their ``--week`` and ``--countries``.
+"""What the jobs share: their log, the bad-input error and the parsers of ``--week`` and ``--countries``.
 
 Both values become path segments (``{root}/{week}/sales/country={code}``), so they are checked
 strictly: a week is a real date written ``YYYY-MM-DD``, a country code only letters, digits, ``_``
@@ -8,11 +8,47 @@ and ``-`` (no ``/`` or ``..``). Stdlib only (see the package docstring).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import sys
 from collections.abc import Sequence
 
 _CODE = re.compile(r"^[A-Za-z0-9_-]+$")
 _WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a line is logged (a test's capture, the container's
+    output), and flushes each line so it reaches the task log at once."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> object:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: object) -> None:  # StreamHandler assigns it; the property always answers sys.stdout
+        pass
+
+
+def job_logger(name: str) -> logging.Logger:
+    """The logger of job ``name``: ``<name>: <message>`` lines on stdout, which the container engine
+    hands to the task log (a job runs without Airflow, so not Airflow's logging).
+
+    Levels are not printed, so the lines read as before (``markdown_train: start …``); an error
+    line says ``error: …`` in its text. The logger does not propagate, so a process that also
+    configured the root logger (a test run under Airflow) prints each line once.
+    """
+    logger = logging.getLogger(f"airflow_ml_provider.jobs.{name}")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter(f"{name}: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
 
 
 class BadInputError(ValueError):

@@ -36,9 +36,10 @@ rows to hold out.
 
 Every country is attempted even if an earlier one failed; a failed country has no output. Exit
 codes: 0 all countries done; 2 bad input (bad arguments, a country without data, missing or
-invalid columns); 1 any other failure (e.g. NaN predictions). Progress goes to stdout, flushed:
-the first line is ``markdown_train: start ...`` and the last ``markdown_train: done ...`` (or
-``markdown_train: failed ...``); errors are also printed to stderr.
+invalid columns); 1 any other failure (e.g. NaN predictions). Progress, warnings and errors are
+logged to stdout, a line at a time (:func:`~airflow_ml_provider.jobs.common.job_logger`): the
+first line is ``markdown_train: start ...`` and the last ``markdown_train: done ...`` (or
+``markdown_train: failed ...``, after one ``markdown_train: error: ...`` line per error).
 
 Runs inside the job container: stdlib, numpy, pandas, pyarrow and lightgbm only (see the package
 docstring); lightgbm is imported when training starts.
@@ -50,11 +51,10 @@ import argparse
 import os
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_ml_provider.jobs.common import BadInputError, parse_countries, parse_week
+from airflow_ml_provider.jobs.common import BadInputError, job_logger, parse_countries, parse_week
 from airflow_ml_provider.jobs.markdown_data import (
     SUCCESS,
     TARGET,
@@ -76,14 +76,12 @@ __all__ = [
     "run_country",
 ]
 
-PREFIX = "markdown_train:"
 DEFAULT_RESULT_PATH = "/airflow/xcom/result.json"
 RESULT_PATH_ENV = "ML_RESULT_PATH"
 
 
-def log(message: str) -> None:
-    """One progress line on stdout, flushed so it reaches the task log at once."""
-    print(f"{PREFIX} {message}", flush=True)
+#: ``markdown_train: <message>`` lines on stdout, which reach the task log through the container's output.
+LOG = job_logger("markdown_train")
 
 
 def run_country(root: str, week: str, country: str, limit: int, rounds: int, explicit: bool = False) -> dict[str, Any]:
@@ -102,9 +100,9 @@ def run_country(root: str, week: str, country: str, limit: int, rounds: int, exp
     started = time.perf_counter()
     data, dropped = read_country(root, week, country)
     if dropped:
-        log(f"country={country} dropping {dropped} row(s) without a finite {TARGET}")
+        LOG.warning("country=%s dropping %d row(s) without a finite %s", country, dropped, TARGET)
     threads = threads_for(len(data), limit, explicit)
-    log(f"country={country} rows={len(data)} skus={data['sku'].nunique()} num_threads={threads} training")
+    LOG.info("country=%s rows=%d skus=%d num_threads=%d training", country, len(data), data["sku"].nunique(), threads)
     predictions, rmse = train_country(data, week, threads, rounds)
     path = write_predictions(predictions, predictions_dir(root, week, country))
     seconds = round(time.perf_counter() - started, 3)
@@ -118,9 +116,14 @@ def run_country(root: str, week: str, country: str, limit: int, rounds: int, exp
         "num_threads": threads,
         "seconds": seconds,
     }
-    log(
-        f"country={country} wrote {path} skus={len(predictions)} rmse_holdout={entry['rmse_holdout']} "
-        f"mean_markdown={mean_markdown} seconds={seconds}"
+    LOG.info(
+        "country=%s wrote %s skus=%d rmse_holdout=%s mean_markdown=%s seconds=%s",
+        country,
+        path,
+        len(predictions),
+        entry["rmse_holdout"],
+        mean_markdown,
+        seconds,
     )
     return entry
 
@@ -152,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _fail(code: int, errors: list[str], started: float) -> int:
     for message in errors:
-        print(f"{PREFIX} error: {message}", file=sys.stderr, flush=True)
-    log(f"failed exit={code} seconds={time.perf_counter() - started:.3f} errors: {' | '.join(errors)}")
+        LOG.error("error: %s", message)
+    LOG.error("failed exit=%d seconds=%.3f errors: %s", code, time.perf_counter() - started, " | ".join(errors))
     return code
 
 
@@ -173,17 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads = num_threads()
         explicit = explicit_threads()
     except BadInputError as e:
-        print(f"{PREFIX} start args={' '.join(args_list)}", flush=True)
+        LOG.info("start args=%s", " ".join(args_list))
         return _fail(2, [str(e)], started)
     root = os.path.abspath(args.data_root)
     result_path = args.result_path or os.environ.get(RESULT_PATH_ENV) or DEFAULT_RESULT_PATH
-    log(
-        f"start countries={','.join(countries)} week={week} data_root={root} "
-        f"num_boost_round={args.num_boost_round} num_threads={threads}"
+    LOG.info(
+        "start countries=%s week=%s data_root=%s num_boost_round=%d num_threads=%d",
+        ",".join(countries),
+        week,
+        root,
+        args.num_boost_round,
+        threads,
     )
     sales_marker = os.path.join(root, week, "sales", SUCCESS)
     if not os.path.exists(sales_marker):
-        log(f"warning: {sales_marker} does not exist; the dataset may be incomplete")
+        LOG.warning("warning: %s does not exist; the dataset may be incomplete", sales_marker)
     # Import once, up front, so a broken install fails before any work and the per-country timings
     # leave it out (lightgbm also imports scikit-learn when that is installed: seconds).
     imported = time.perf_counter()
@@ -191,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import lightgbm
     except ImportError as e:
         return _fail(1, [f"cannot import lightgbm: {e}"], started)
-    log(f"lightgbm {lightgbm.__version__} imported in {time.perf_counter() - imported:.3f}s")
+    LOG.info("lightgbm %s imported in %.3fs", lightgbm.__version__, time.perf_counter() - imported)
 
     done: dict[str, Any] = {}
     errors: list[str] = []
@@ -202,13 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BadInputError as e:
             errors.append(str(e))
             code = code or 2
-        except Exception as e:  # noqa: BLE001 - any failure of one country: report it, go on with the others
-            traceback.print_exc(file=sys.stderr)
+        except Exception as e:  # any failure of one country: report it, go on with the others
+            LOG.error("country=%s raised %s:", country, type(e).__name__, exc_info=True)
             message = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
             errors.append(f"country {country}: {message}")
             code = 1
         if country not in done:
-            log(f"country={country} failed; nothing written for it")
+            LOG.info("country=%s failed; nothing written for it", country)
     if errors:
         return _fail(code, errors, started)
 
@@ -217,9 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_result(result, result_path)
     except (OSError, ValueError) as e:
         return _fail(1, [f"cannot write the result to {result_path}: {e}"], started)
-    log(
-        f"done countries={','.join(countries)} week={week} result={result_path} "
-        f"seconds={time.perf_counter() - started:.3f}"
+    LOG.info(
+        "done countries=%s week=%s result=%s seconds=%.3f",
+        ",".join(countries),
+        week,
+        result_path,
+        time.perf_counter() - started,
     )
     return 0
 

@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airflow_ml_provider.jobs.common import parse_countries, parse_week
+from airflow_ml_provider.jobs.common import job_logger, parse_countries, parse_week
 
 #: Columns of every sales file, in order.
 SALES_COLUMNS = ("sku", "week_of_year", "base_price", "discount", "stock", "days_to_season_end", "units_sold")
@@ -53,6 +53,8 @@ SALES_COLUMNS = ("sku", "week_of_year", "base_price", "discount", "stock", "days
 MARKDOWN_STEPS = tuple(round(0.05 * i, 2) for i in range(11))
 #: Weeks of history per SKU.
 HISTORY_WEEKS = 8
+#: ``synthetic: <message>`` lines on stdout.
+LOG = job_logger("synthetic")
 
 
 def _country_seed(seed: int, country: str) -> int:
@@ -175,11 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         countries = parse_countries(args.countries)
         path = write_week(args.root, args.week, countries, args.rows_per_country, args.seed)
     except ValueError as e:
-        print(f"synthetic: error: {e}", file=sys.stderr, flush=True)
+        LOG.error("error: %s", e)
         return 2
-    print(
-        f"synthetic: wrote {path} countries={','.join(countries)} rows_per_country={args.rows_per_country}", flush=True
-    )
+    LOG.info("wrote %s countries=%s rows_per_country=%d", path, ",".join(countries), args.rows_per_country)
     return 0
 
 

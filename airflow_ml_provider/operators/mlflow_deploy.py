@@ -76,6 +76,7 @@ from airflow_ml_provider.serving.endpoint_docker import (
 from airflow_ml_provider.serving.lock import LOCK_GRACE, endpoint_lock, lock_owner
 from airflow_ml_provider.serving.model_server import CA_PATH, await_healthy, mlflow_container_env, model_spec
 from airflow_ml_provider.serving.router_client import PROBE_PATH, connect_router, start_router
+from airflow_ml_provider.utils.optional_deps import requires_extra
 from airflow_ml_provider.utils.resources import ResourceSpec
 from airflow_ml_provider.utils.templating import is_templated
 
@@ -285,7 +286,8 @@ class MlflowDeployModelOperator(MlflowOperator):
                 self.log.warning("Could not remove %s: %s", container.name, e)
 
     def _resolve_version(self) -> str:
-        from mlflow.exceptions import MlflowException
+        with requires_extra("mlflow"):
+            from mlflow.exceptions import MlflowException
 
         what = f"version {self.version} of {self.name!r}" if self.version else f"@{self.alias} of {self.name!r}"
         with self.hook.scoped():

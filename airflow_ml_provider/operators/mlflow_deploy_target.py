@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_ml_provider.exceptions import ModelDeployError
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     from airflow_ml_provider.hooks.mlflow import MlflowHook
@@ -39,7 +40,8 @@ def deploy_to_target(
     :param config: the plugin's ``config`` (values passed as strings).
     :param log: where the outcome is logged.
     """
-    from mlflow.deployments import get_deploy_client
+    with requires_extra("mlflow"):
+        from mlflow.deployments import get_deploy_client
 
     model_uri = f"models:/{name}/{version}"
     settings = {str(k): str(v) for k, v in config.items()}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ml_provider.exceptions import InvalidSpecError, ModelRegistryError
 from airflow_ml_provider.operators.mlflow_common import MlflowOperator, check_name
+from airflow_ml_provider.utils.optional_deps import requires_extra
 from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -118,7 +119,8 @@ class MlflowRegisterModelOperator(MlflowOperator):
         return result
 
     def _existing_version(self, client: Any) -> str | None:
-        from mlflow.exceptions import MlflowException
+        with requires_extra("mlflow"):
+            from mlflow.exceptions import MlflowException
 
         try:
             versions = client.search_model_versions(f"name='{self.name}'")
@@ -130,8 +132,9 @@ class MlflowRegisterModelOperator(MlflowOperator):
         return None
 
     def _register(self, client: Any, tags: dict[str, str]) -> str:
-        import mlflow
-        from mlflow.exceptions import MlflowException
+        with requires_extra("mlflow"):
+            import mlflow
+            from mlflow.exceptions import MlflowException
 
         created_model = False
         try:
@@ -254,7 +257,8 @@ class MlflowPromoteModelOperator(MlflowOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Decide, move the alias, record the decision; see the class docstring."""
-        from mlflow.exceptions import MlflowException
+        with requires_extra("mlflow"):
+            from mlflow.exceptions import MlflowException
 
         version = str(self.version).strip()
         if not version.isdigit():
@@ -294,7 +298,8 @@ class MlflowPromoteModelOperator(MlflowOperator):
         return result
 
     def _current(self, client: Any) -> Any:
-        from mlflow.exceptions import MlflowException
+        with requires_extra("mlflow"):
+            from mlflow.exceptions import MlflowException
 
         try:
             return client.get_model_version_by_alias(self.name, self.alias)
@@ -344,7 +349,8 @@ class MlflowPromoteModelOperator(MlflowOperator):
     def _decide_without_champion(self, client: Any, candidate: Any) -> dict[str, Any]:
         """No version holds the alias: say why (first version, or the holder is gone), then promote,
         or compare with the best other version (``compare_with_best_if_no_champion``)."""
-        from mlflow.exceptions import MlflowException
+        with requires_extra("mlflow"):
+            from mlflow.exceptions import MlflowException
 
         alias, own = self.alias, str(candidate.version)
         try:

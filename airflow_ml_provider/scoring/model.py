@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.utils.messages import first_line
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
@@ -49,8 +50,9 @@ def load_model(model_uri: str, mlflow_conn_id: str, model_dir: str) -> PyFuncMod
     The credentials reach MLflow for this call only (:meth:`MlflowHook.scoped`): the model's own
     code never sees them. An unknown model is an :class:`InvalidSpecError` naming the fix.
     """
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
+    with requires_extra("mlflow"):
+        import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
 
     from airflow_ml_provider.hooks.mlflow import MlflowHook, connection_failure
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.utils.messages import first_line
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -56,8 +57,9 @@ def score_plans(
     schema is written (:func:`empty_output`), so readers still see the columns and their types.
     Part names are ``part-00000.parquet``, ``part-00001…``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    with requires_extra("mlflow"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
     total = 0
     for plan in plans:
@@ -102,7 +104,8 @@ def score_plans(
 def empty_output(model: PyFuncModel, plan: Plan, prediction_column: str) -> pa.Table:
     """A 0-row table with the output columns of ``plan``: the passthrough columns with the input
     file's types (partition keys as strings), then the prediction column(s) (:func:`prediction_fields`)."""
-    import pyarrow as pa
+    with requires_extra("mlflow"):
+        import pyarrow as pa
 
     stored = plan.schema
     fields = [stored.field(c) if c in stored.names else pa.field(c, pa.string()) for c in plan.passthrough]
@@ -113,9 +116,10 @@ def prediction_fields(model: PyFuncModel, prediction_column: str) -> list[pa.Fie
     """The prediction column(s) the model's output schema announces, named as :func:`predict_chunk`
     names them: one column, or ``<prediction_column>_<name>`` per named column; a 2-d tensor output
     is a fixed-size list. ``float64`` when the model has no output schema or one this cannot map."""
-    import numpy as np
-    import pyarrow as pa
-    from mlflow.types import DataType
+    with requires_extra("mlflow"):
+        import numpy as np
+        import pyarrow as pa
+        from mlflow.types import DataType
 
     def arrow_type(dtype: Any) -> pa.DataType | None:
         if not isinstance(dtype, np.dtype):
@@ -157,10 +161,11 @@ def predict_chunk(
     model: PyFuncModel, features: pa.Table, span: str, *, model_uri: str, prediction_column: str
 ) -> list[tuple[str, pa.Array]]:
     """Score one chunk; return the output column(s); fail on errors and NaN/inf/null values."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    from mlflow.exceptions import MlflowException
+    with requires_extra("mlflow"):
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+        from mlflow.exceptions import MlflowException
 
     frame = features.to_pandas()
     try:

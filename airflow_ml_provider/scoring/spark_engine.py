@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
 from airflow_ml_provider.storage.base import is_hidden
 from airflow_ml_provider.utils.messages import first_line
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
@@ -47,7 +48,8 @@ def spark_outputs(
     """The ``spark_udf`` result type for the model's output schema, and the output columns as
     ``(column, struct field or None, Spark type)``: ``double`` for one floating-point output (or
     no output schema), ``bigint`` for one integer output, a struct for several named columns."""
-    from mlflow.types import DataType
+    with requires_extra("mlflow"):
+        from mlflow.types import DataType
 
     pred = prediction_column
     schema = model.metadata.get_output_schema()
@@ -77,8 +79,9 @@ def spark_outputs(
 
 def spark_session(master: str, conf: dict[str, Any] | None, app_name: str, log: Any) -> tuple[Any, bool]:
     """A SparkSession and whether this call created it (a session already running is reused as is)."""
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
+    with requires_extra("spark"):
+        from pyspark import SparkContext
+        from pyspark.sql import SparkSession
 
     if SparkContext._active_spark_context is not None:
         log.warning(
@@ -135,8 +138,10 @@ def score_spark(
     with one aggregate over the written Parquet; return (rows, part files)."""
     from functools import reduce
 
-    import mlflow.pyfunc
-    from pyspark.sql import functions as F
+    with requires_extra("mlflow"):
+        import mlflow.pyfunc
+    with requires_extra("spark"):
+        from pyspark.sql import functions as F
 
     spark_out = os.path.join(staging, "_spark")
     reader = spark.read.option("mergeSchema", "true")

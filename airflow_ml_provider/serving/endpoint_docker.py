@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from airflow_ml_provider.exceptions import BackendError, InvalidSpecError, ModelDeployError
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     from airflow_ml_provider.backends.base import JobHandle, JobSpec, JobStatus
@@ -165,7 +166,8 @@ class EndpointDocker:
 
         :param ident: a container name or id.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             return self._describe(self._client.containers.get(ident))
@@ -178,7 +180,8 @@ class EndpointDocker:
         :param container: the container.
         :param name: the variable's name.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             attrs = self._client.containers.get(container.id).attrs
@@ -214,7 +217,8 @@ class EndpointDocker:
 
         :param container: a model or router container that answered its health probe.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             self._client.api.update_container(container.id, restart_policy={"Name": RESTART_POLICY})
@@ -258,7 +262,8 @@ class EndpointDocker:
         :param image: any image on the host (nothing runs).
         :param labels: its labels.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             created = self._client.containers.create(
@@ -278,7 +283,8 @@ class EndpointDocker:
         :param container: the container.
         :returns: False when it was already gone.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         try:
             self._client.api.remove_container(container.id, force=True, v=True)

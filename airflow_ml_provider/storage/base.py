@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import unquote
 
 from airflow_ml_provider.exceptions import MlProviderError
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -210,8 +211,9 @@ class Storage(abc.ABC):
         A requested column that is not in the file but is one of its partition keys is appended
         as a constant string column. Files with no rows yield nothing.
         """
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        with requires_extra("mlflow"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
         partitions = dict(file.partitions)
         with (

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from airflow_ml_provider.storage.base import DataFile, FileInfo, FileKind, Storage, is_hidden, local_path_of
 from airflow_ml_provider.storage.errors import local_error, not_a_directory
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -106,7 +107,8 @@ class LocalStorage(Storage):
 
     def read_schema(self, file: DataFile) -> pa.Schema:
         """The Parquet schema from the file's footer."""
-        import pyarrow.parquet as pq
+        with requires_extra("mlflow"):
+            import pyarrow.parquet as pq
 
         schema: pa.Schema = pq.read_schema(self.real(file.path))
         return schema

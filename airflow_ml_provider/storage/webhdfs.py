@@ -30,6 +30,7 @@ from airflow_ml_provider.storage.errors import (
     request_error,
 )
 from airflow_ml_provider.utils.messages import first_line
+from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -109,7 +110,9 @@ class WebHdfsStorage(Storage):
 
     def _call(self, op: str, path: str) -> dict[str, Any] | None:
         import requests
-        from hdfs.util import HdfsError
+
+        with requires_extra("hdfs"):
+            from hdfs.util import HdfsError
 
         handler = self.client._get_file_status if op == "GETFILESTATUS" else self.client._list_status
         tried = ", ".join(self.namenodes)
@@ -220,7 +223,9 @@ class WebHdfsStorage(Storage):
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         import requests
-        from hdfs.util import HdfsError
+
+        with requires_extra("hdfs"):
+            from hdfs.util import HdfsError
 
         self._failed.status = None
         try:
@@ -258,8 +263,9 @@ class WebHdfsStorage(Storage):
 
     def read_schema(self, file: DataFile) -> pa.Schema:
         """The Parquet schema from the footer, read with one or two ranged requests."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        with requires_extra("mlflow"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
         def read(offset: int, length: int) -> bytes:
             with self.client.read(file.path, offset=offset, length=length) as reader:

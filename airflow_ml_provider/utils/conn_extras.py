@@ -3,8 +3,12 @@
 A connection's extra is typed by hand in the Airflow UI, so these readers fail closed: a value
 they cannot parse is a :class:`~airflow_ml_provider.exceptions.ConnectionConfigError` naming the
 connection, the key and the accepted values, never a silent default. In particular a typo in a
-TLS setting (``"tls_verify": "ture"``) must not turn verification off. A key that is absent or
-``null`` (the UI stores a cleared field as null) means "use the default".
+TLS setting (``"tls_verify": "ture"``) must not turn verification off.
+
+A key that is absent, ``null`` or ``""`` means "use the default", in every reader and so in every
+hook: the connection form saves a cleared field as null (and a cleared text field may be saved as
+``""``). Only that: a value that is there but cannot be read stays an error, and the default of
+TLS verification is "verify".
 """
 
 from __future__ import annotations
@@ -38,6 +42,39 @@ def _bad(conn_id: str, key: str, value: Any, accepted: str) -> ConnectionConfigE
     return ConnectionConfigError(f"Connection {conn_id!r}: extra {key!r} is {value!r}; use {accepted}.")
 
 
+def is_unset(value: Any) -> bool:
+    """Whether an extra's value means "use the default": absent (None), null, or an empty or blank string."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def extra_str(extra: dict[str, Any], key: str, default: str | None = None, *, conn_id: str) -> str | None:
+    """``extra[key]`` as a stripped string; absent, null or blank gives ``default``.
+
+    A number or a boolean where text is expected (``"tls_cert": true``) is an error naming the key
+    (its value is not echoed: the key may hold a secret, such as a token).
+    """
+    value = extra.get(key)
+    if is_unset(value):
+        return default
+    if not isinstance(value, str):
+        raise ConnectionConfigError(
+            f"Connection {conn_id!r}: extra {key!r} must be text, not {type(value).__name__}; quote it, or clear it."
+        )
+    return value.strip()
+
+
+def extra_choice(extra: dict[str, Any], key: str, choices: tuple[str, ...], default: str, *, conn_id: str) -> str:
+    """``extra[key]`` as one of ``choices`` (case-insensitive); absent, null or blank gives ``default``."""
+    value = extra.get(key)
+    if is_unset(value):
+        return default
+    text = str(value).strip().lower()
+    if isinstance(value, str) and text in choices:
+        return text
+    accepted = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+    raise _bad(conn_id, key, value, accepted)
+
+
 def parse_bool(value: Any, *, conn_id: str, key: str) -> bool:
     """Parse one boolean setting; anything but the accepted spellings is an error."""
     if isinstance(value, bool):
@@ -55,15 +92,15 @@ def parse_bool(value: Any, *, conn_id: str, key: str) -> bool:
 def extra_bool(extra: dict[str, Any], key: str, default: bool, *, conn_id: str) -> bool:
     """``extra[key]`` as a boolean; absent or null gives ``default``."""
     value = extra.get(key)
-    return default if value is None or value == "" else parse_bool(value, conn_id=conn_id, key=key)
+    return default if is_unset(value) else parse_bool(value, conn_id=conn_id, key=key)
 
 
 def extra_number(
     extra: dict[str, Any], key: str, default: float, *, conn_id: str, minimum: float = 0.0, positive: bool = False
 ) -> float:
-    """``extra[key]`` as a number >= ``minimum`` (> 0 with ``positive``); absent or null gives ``default``."""
-    value = extra.get(key)
-    if value is None or value == "":
+    """``extra[key]`` as a number >= ``minimum`` (> 0 with ``positive``); absent, null or blank gives ``default``."""
+    value: Any = extra.get(key)
+    if is_unset(value):
         return default
     if isinstance(value, bool):
         raise _bad(conn_id, key, value, "a number")
@@ -76,6 +113,15 @@ def extra_number(
     return number
 
 
+def extra_int(extra: dict[str, Any], key: str, default: int, *, conn_id: str, minimum: int = 0) -> int:
+    """``extra[key]`` as a whole number >= ``minimum`` (``5`` or ``"5"``, not ``2.5``); absent, null or blank
+    gives ``default``."""
+    number = extra_number(extra, key, float(default), conn_id=conn_id, minimum=minimum)
+    if not number.is_integer():
+        raise _bad(conn_id, key, extra.get(key), f"a whole number >= {minimum}, e.g. {default}")
+    return int(number)
+
+
 def extra_verify(extra: dict[str, Any], key: str = "verify", *, conn_id: str, default: bool | str = True) -> bool | str:
     """A TLS ``verify`` setting as requests takes it: ``True``, ``False``, or a CA bundle path.
 
@@ -84,7 +130,7 @@ def extra_verify(extra: dict[str, Any], key: str = "verify", *, conn_id: str, de
     never turned off by a value we cannot read.
     """
     value = extra.get(key)
-    if value is None or value == "":
+    if is_unset(value):
         return default
     if isinstance(value, str) and value.strip().startswith(("/", "~")):
         path = os.path.expanduser(value.strip())
@@ -111,7 +157,7 @@ def extra_tls_verify(
     """
     verify = extra_verify(extra, verify_key, conn_id=conn_id)
     ca_value = extra.get(ca_key)
-    if ca_value is None or ca_value == "":
+    if is_unset(ca_value):
         return verify
     if not isinstance(ca_value, str) or not ca_value.strip().startswith(("/", "~")):
         raise _bad(conn_id, ca_key, ca_value, "the absolute path of a CA bundle file")

@@ -48,7 +48,7 @@ def test_config_for_the_embedded_local_store() -> None:
     ("kw", "needle"),
     [
         ({}, "tracking URI"),
-        ({"host": "h", "extra": {"auth": "kerberos"}}, "auth="),
+        ({"host": "h", "extra": {"auth": "kerberos"}}, "'auth' is 'kerberos'; use 'none', 'basic' or 'token'"),
         ({"host": "h", "extra": {"auth": "token"}}, "password"),
         ({"host": "h", "extra": {"timeout": "soon"}}, "timeout"),
     ],

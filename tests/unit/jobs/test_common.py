@@ -56,3 +56,30 @@ def test_parse_countries_refuses_none_and_shows_an_example(value: str | list[str
 def test_bad_input_is_a_value_error() -> None:
     """Callers of the Python API (synthetic.write_week) catch ValueError; the training job exits 2 on it."""
     assert issubclass(BadInputError, ValueError)
+
+
+def test_jobs_log_through_logging_to_stdout_never_print(capsys: pytest.CaptureFixture[str]) -> None:
+    """Job output goes through stdlib logging (one handler on stdout, one line per record); no print()."""
+    import ast
+    import logging
+    from pathlib import Path
+
+    from airflow_ml_provider.jobs.common import job_logger
+
+    jobs_dir = Path(markdown_train.__file__).parent
+    for path in sorted(jobs_dir.glob("*.py")):
+        calls = [
+            n.lineno
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+        ]
+        assert not calls, f"{path.name} prints at lines {calls}; use its job_logger"
+    logger = job_logger("check")
+    assert job_logger("check") is logger
+    assert len(logger.handlers) == 1  # asking twice adds no second handler
+    assert not logger.propagate
+    logger.info("one %s", "line")
+    logger.error("error: two")
+    logging.getLogger().error("root, not ours")
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["check: one line", "check: error: two"]

@@ -93,8 +93,8 @@ def test_missing_country_exits_2_naming_it(lake: Path, tmp_path: Path, capsys: p
     captured = capsys.readouterr()
     assert code == 2
     expected = str(lake / WEEK / "sales" / "country=XX")
-    assert "country XX" in captured.err
-    assert expected in captured.err
+    assert f"markdown_train: error: country XX: no data for week {WEEK}: {expected}" in captured.out
+    assert captured.err == ""
     lines = captured.out.strip().splitlines()
     assert lines[0].startswith("markdown_train: start countries=DE,XX")
     assert lines[-1].startswith("markdown_train: failed exit=2")
@@ -109,9 +109,9 @@ def test_missing_column_is_a_clear_error(lake: Path, tmp_path: Path, capsys: pyt
     part = lake / WEEK / "sales" / "country=FR" / "part-0.parquet"
     pq.write_table(pq.read_table(part).drop(["discount", "stock"]), part)
     code, _ = run_job(tmp_path, "FR")
-    err = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert code == 2
-    assert f"{part}: missing column(s) discount, stock" in err
+    assert f"{part}: missing column(s) discount, stock" in out
     assert not (lake / WEEK / "predictions" / "country=FR").exists()
 
 
@@ -123,10 +123,10 @@ def test_non_numeric_column_and_empty_partition(lake: Path, tmp_path: Path, caps
     shutil.rmtree(lake / WEEK / "sales" / "country=DE")
     (lake / WEEK / "sales" / "country=DE").mkdir()
     code, _ = run_job(tmp_path, "FR,DE")
-    err = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert code == 2
-    assert "column base_price must be numeric" in err
-    assert f"country DE: no data for week {WEEK}: no *.parquet file in" in err
+    assert "column base_price must be numeric" in out
+    assert f"country DE: no data for week {WEEK}: no *.parquet file in" in out
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_nan_predictions_fail_and_write_nothing(
     code, result_path = run_job(tmp_path, "DE")
     captured = capsys.readouterr()
     assert code == 1
-    assert "country DE: non-finite predictions for 1 SKU(s)" in captured.err
+    assert "markdown_train: error: country DE: non-finite predictions for 1 SKU(s)" in captured.out
     assert captured.out.strip().splitlines()[-1].startswith("markdown_train: failed exit=1")
     assert not (lake / WEEK / "predictions" / "country=DE").exists()
     assert not result_path.exists()
@@ -215,7 +215,8 @@ def test_subprocess_missing_country_exits_2(lake: Path, tmp_path: Path) -> None:
         tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"country IT: no data for week {WEEK}: {lake / WEEK / 'sales' / 'country=IT'} does not exist" in proc.stderr
+    missing = f"country IT: no data for week {WEEK}: {lake / WEEK / 'sales' / 'country=IT'} does not exist"
+    assert f"markdown_train: error: {missing}" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1].startswith("markdown_train: failed exit=2")
     assert not (tmp_path / "r.json").exists()
 

@@ -73,3 +73,6 @@ def test_synthetic_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / WEEK / "sales" / "_SUCCESS").exists()
     assert (tmp_path / WEEK / "sales" / "country=FR" / "part-0.parquet").exists()
+    assert proc.stdout.strip().splitlines() == [
+        f"synthetic: wrote {tmp_path / WEEK / 'sales'} countries=DE,FR rows_per_country=40"
+    ]

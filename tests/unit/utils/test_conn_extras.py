@@ -75,3 +75,68 @@ def test_verify_and_ca_bundle_combine_into_one_setting(tmp_path: Path) -> None:
         extra_tls_verify({"ca_bundle": str(tmp_path / "gone.pem")}, conn_id="c")
     with pytest.raises(ConnectionConfigError, match="absolute path"):
         extra_tls_verify({"ca_bundle": True}, conn_id="c")
+
+
+# -- a cleared form field (null, "" or blank) means the default, in every reader --------------------------
+
+
+@pytest.mark.parametrize("unset", [None, "", "  "])
+def test_every_reader_takes_null_empty_or_blank_as_the_default(unset: object) -> None:
+    from airflow_ml_provider.utils.conn_extras import extra_choice, extra_int, extra_str, extra_tls_verify, is_unset
+
+    extra = {"k": unset}
+    assert is_unset(unset)
+    assert extra_bool(extra, "k", True, conn_id="c") is True
+    assert extra_number(extra, "k", 30.0, conn_id="c", positive=True) == 30.0
+    assert extra_int(extra, "k", 5, conn_id="c") == 5
+    assert extra_str(extra, "k", "dflt", conn_id="c") == "dflt"
+    assert extra_str(extra, "k", conn_id="c") is None
+    assert extra_choice(extra, "k", ("missing", "always"), "missing", conn_id="c") == "missing"
+    assert extra_verify({"verify": unset}, conn_id="c") is True  # TLS: the default is "verify"
+    assert extra_tls_verify({"verify": unset, "ca_bundle": unset}, conn_id="c") is True
+    assert not is_unset(0)
+    assert not is_unset(False)
+
+
+@pytest.mark.parametrize(
+    ("reader", "value", "fragment"),
+    [
+        ("int", 2.5, "a whole number >= 0, e.g. 5"),
+        ("int", "soon", "a number"),
+        ("int", -1, ">= 0"),
+        ("choice", "sometimes", "use 'missing', 'always' or 'never'"),
+        ("choice", 3, "use 'missing', 'always' or 'never'"),
+        ("str", 5, "must be text, not int"),
+        ("str", True, "must be text, not bool"),
+    ],
+)
+def test_a_value_that_is_there_but_unreadable_stays_an_error(reader: str, value: object, fragment: str) -> None:
+    from airflow_ml_provider.utils.conn_extras import extra_choice, extra_int, extra_str
+
+    read = {
+        "int": lambda e: extra_int(e, "k", 5, conn_id="conn_a"),
+        "choice": lambda e: extra_choice(e, "k", ("missing", "always", "never"), "missing", conn_id="conn_a"),
+        "str": lambda e: extra_str(e, "k", conn_id="conn_a"),
+    }[reader]
+    with pytest.raises(ConnectionConfigError) as info:
+        read({"k": value})
+    assert "'conn_a'" in str(info.value)
+    assert "'k'" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_readers_accept_what_the_forms_and_the_cli_save() -> None:
+    from airflow_ml_provider.utils.conn_extras import extra_choice, extra_int, extra_str
+
+    assert extra_int({"k": "7"}, "k", 5, conn_id="c") == 7
+    assert extra_int({"k": 3.0}, "k", 5, conn_id="c") == 3
+    assert extra_choice({"k": " Always "}, "k", ("missing", "always"), "missing", conn_id="c") == "always"
+    assert extra_str({"k": " etl "}, "k", conn_id="c") == "etl"
+
+
+def test_a_secret_extra_is_never_echoed() -> None:
+    from airflow_ml_provider.utils.conn_extras import extra_str
+
+    with pytest.raises(ConnectionConfigError) as info:
+        extra_str({"token": 123456789}, "token", conn_id="c")
+    assert "123456789" not in str(info.value)
