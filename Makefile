@@ -23,7 +23,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Debian packages: Jersey 1 for the HDFS test bed's WebHDFS, krb5 headers for Kerberos extras.
+# Debian packages: Jersey 1 for the HDFS test bed's WebHDFS, krb5 headers for Kerberos extras,
+# docker.io + mmdebstrap for the Docker bed, chromium for the browser tests.
 system:
 	bash scripts/system_deps.sh
 

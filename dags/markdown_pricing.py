@@ -1,27 +1,61 @@
-"""Weekly markdown pricing: one containerized LightGBM job per group of countries.
+r"""Weekly markdown pricing: one containerized LightGBM job per group of countries.
 
-Every Monday 08:00 (UTC) for the week that just closed:
+Every Monday 08:00 UTC, for the `week` given as a param or else the run's logical date (the
+Monday the run is scheduled for, or the moment it was triggered):
 
-1. ``wait_for_sales`` waits, in the triggerer, for ``{week}/sales/_SUCCESS`` under
-   ``marker_root`` (``hdfs:///…`` through the ``ml_hdfs_default`` connection; by default the
-   local ``file://{data_root}``).
-2. ``plan_groups`` splits the countries into as many groups as the ``markdown_pricing`` pool has
-   slots (:data:`POOL_SLOTS`; sizes differ by at most one, order kept).
-3. ``train_and_predict`` runs one container job per group (dynamic task mapping) on the
-   scheduler that ``ml_docker_default`` names (the local Docker engine if it is not defined),
-   in the ``markdown_pricing`` pool, with 3 retries; a retry re-attaches to a job still running
-   from the previous try. Each job trains one model per country and writes
-   ``{data_root}/{week}/predictions/country=XX/`` (Parquet, then ``_SUCCESS``).
-4. ``collect_predictions`` checks that every country has its predictions and returns
-   ``{country: predictions_path}``: the hand-off for the ERP writer (see the seam below).
+1. `wait_for_sales` waits, in the triggerer, for `<week>/sales/_SUCCESS` under `marker_root`
+   (`hdfs:///…` through the `ml_hdfs_default` connection; empty: the local `file://<data_root>`).
+2. `plan_groups` splits the countries into as many groups as the `markdown_pricing` pool has
+   slots (4; sizes differ by at most one, order kept).
+3. `train_and_predict` runs one container job per group (dynamic task mapping) on the engine
+   that `ml_docker_default` names, in the `markdown_pricing` pool, with 3 retries; a retry
+   re-attaches to a job still running from the previous try. Each job trains one model per
+   country and writes `<data_root>/<week>/predictions/country=XX/` (Parquet, then `_SUCCESS`).
+4. `collect_predictions` checks that every country has its predictions and returns
+   `{country: predictions_path}`: the hand-off for the ERP writer.
 
-Before the first run, create the pool with the slot count the groups are sized for::
+## Before the first run
 
+1. Create the pool, with the slot count the groups are sized for:
+
+    ```bash
     airflow pools set markdown_pricing 4 "markdown pricing container jobs"
+    ```
 
-The data directory is mounted into the container at the same path, so ``data_root`` must be a
-path the container host can see (a shared mount in production). Trigger from the UI with other
-``countries``, ``groups`` or ``data_root`` to try it on your own data.
+2. Connections (none is needed on one machine with Docker):
+    - `ml_docker_default` (type `ml_docker`, `ml_swarm` or `ml_metronome`): where the jobs run;
+      without it, the local Docker engine.
+    - `ml_hdfs_default` (type `ml_hdfs`): only when `marker_root` is an `hdfs://` path.
+3. The training image `airflow-ml-provider/train:latest` on that engine (`make images` in the
+   provider's repository builds it).
+
+`data_root` is mounted into each container at the same path: it must be a directory the
+container host sees (a shared mount in production).
+
+## Quick start on local disk (`file://`)
+
+Write a synthetic week of sales with the training image, then press Trigger with `data_root` =
+`/tmp/lake`, `week` = `2026-11-23` and `countries` = `DE`, `FR` (the other fields as they are):
+
+```bash
+docker run --rm -v /tmp/lake:/tmp/lake airflow-ml-provider/train:latest \
+    python -m airflow_ml_provider.jobs.synthetic --root /tmp/lake --week 2026-11-23 --countries DE,FR
+```
+
+## Schedule and backfill
+
+No catch-up: unpausing the DAG, also with the Trigger form's "Unpause" box, starts nothing by
+itself. The first scheduled run is the next Monday 08:00 UTC; a run you trigger starts at once.
+Earlier weeks run only when you ask for them, with a backfill (Trigger → Backfill in the UI,
+or the CLI; both dates inclusive, a bare date means 00:00 UTC; add
+`--dag-run-conf '{"data_root": "/srv/lake"}'` for another data root). Its runs start while the
+DAG is unpaused; a backfill runs up to 10 weeks at once unless told otherwise, so keep the
+DAG's one at a time:
+
+```bash
+airflow backfill create --dag-id markdown_pricing --max-active-runs 1 \
+    --from-date 2026-11-02 --to-date 2026-11-23T08:00:00+00:00
+```
 """
 
 from __future__ import annotations
@@ -29,7 +63,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
 from airflow_ml_provider.hooks.container import ContainerJobHook
 from airflow_ml_provider.operators.container import ContainerJobOperator
@@ -49,35 +83,56 @@ COUNTRIES = [
     "SI", "RS", "GR", "PT", "IE", "GB", "DK", "SE", "NO", "FI", "EE", "LV", "LT", "LU", "TR",
     "UA", "CY", "MT", "IS", "BA", "MK", "AL", "ME", "MD", "GE", "AM", "AZ", "KZ", "IL", "MA",
 ]  # fmt: skip
-#: The week a run trains on: the ``week`` param if given, else the logical date (the Monday the
-#: closed week began).
+#: The week a run trains on: the ``week`` param if given, else the run's logical date (a scheduled
+#: run's Monday; a triggered run's date).
 WEEK = "{{ params.week or ds }}"
 
 
 with DAG(
     dag_id="markdown_pricing",
     description="Weekly per-country markdown recommendations, one container job per country group",
-    schedule="0 8 * * 1",
-    start_date=dt.datetime(2026, 11, 2, 8, tzinfo=dt.timezone.utc),
-    catchup=True,
+    # Mondays 08:00 UTC. No start_date and run_immediately=0: unpausing starts nothing by itself (with a
+    # past start_date even catchup=False runs the latest past Monday at once, ahead of a triggered run);
+    # past weeks run only when backfilled (see the docs above).
+    schedule=CronTriggerTimetable("0 8 * * 1", timezone="UTC", run_immediately=dt.timedelta(0)),
+    catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(days=1),
     default_args={"retries": 3, "retry_delay": dt.timedelta(minutes=2), "retry_exponential_backoff": True},
     tags=["example", "containers", "markdown-pricing"],
+    doc_md=__doc__,
     render_template_as_native_obj=True,
     params={
-        "data_root": Param(DEFAULT_DATA_ROOT, type="string", description="Absolute directory holding <week>/sales/."),
-        "marker_root": Param(
-            "",
+        "data_root": Param(
+            DEFAULT_DATA_ROOT,
             type="string",
-            description="Where the sensor looks for <week>/sales/_SUCCESS, e.g. hdfs:///lake; empty: file://<data_root>.",
+            description="Absolute directory holding <week>/sales/; predictions go to <week>/predictions/. "
+            "The container host must see it at the same path.",
         ),
-        "countries": Param(COUNTRIES, type="array", description="Countries to price."),
+        "marker_root": Param(
+            None,
+            type=["null", "string"],
+            description="Where the sensor looks for <week>/sales/_SUCCESS, e.g. hdfs:///lake (through "
+            "ml_hdfs_default). Empty: file://<data_root>.",
+        ),
+        "countries": Param(COUNTRIES, type="array", description="Countries to price, one per line."),
         "groups": Param(
-            POOL_SLOTS, type="integer", minimum=1, description="Container jobs; default: the pool's slots."
+            POOL_SLOTS,
+            type="integer",
+            minimum=1,
+            description="Container jobs to split the countries into; default: the markdown_pricing pool's slots.",
         ),
-        "week": Param("", type="string", description="YYYY-MM-DD; empty: the run's logical date."),
-        "num_boost_round": Param(200, type="integer", minimum=1),
+        "week": Param(
+            None,
+            type=["null", "string"],
+            description="The week to price, YYYY-MM-DD (the folder under data_root). Empty: the run's logical date.",
+        ),
+        "num_boost_round": Param(
+            200,
+            type="integer",
+            minimum=1,
+            description="LightGBM boosting rounds per country model: more fit longer (and may fit better).",
+        ),
     },
 ) as dag:
     wait_for_sales = HdfsSuccessSensor(

@@ -50,6 +50,10 @@ need_docker() { need_cmd dockerd docker.io; }
 # Docker test bed: builds the Debian root filesystem of the base image (no registry here).
 need_mmdebstrap() { need_cmd mmdebstrap mmdebstrap; }
 
+# Browser test bed (scripts/testbed/browser.py): Debian's Chromium, driven headless by Playwright
+# through executable_path=/usr/bin/chromium (no `playwright install`, no browser download).
+need_chromium() { need_pkgs chromium; }
+
 NEEDS=(
     need_java
     need_jersey1
@@ -57,6 +61,7 @@ NEEDS=(
     need_krb5_dev
     need_docker
     need_mmdebstrap
+    need_chromium
 )
 
 # --- install ------------------------------------------------------------------------------
