@@ -1,5 +1,6 @@
-"""The installed package as Airflow and pip see it: provider registration, connection types,
-and a consistent pyspark (pyspark-client shares its folder)."""
+"""The installed package as Airflow and pip see it: provider registration, connection types and
+their forms, connections tested against the real services, and a consistent pyspark (pyspark-client
+shares its folder). The built sdist and wheel are tested in ``test_packaging.py``."""
 
 from __future__ import annotations
 
@@ -151,3 +152,8 @@ def test_pyspark_is_one_consistent_release() -> None:
     module_version, jvm_version, count = out.stdout.strip().splitlines()[-1].split()
     assert module_version == jvm_version
     assert count == "5"
+
+
+# --------------------------------------------------------------------------- the built sdist and wheel
+
+#: What tools and test beds leave in a working tree; none of it may reach an sdist.

@@ -116,11 +116,6 @@ def test_documentation_url_is_the_distributions_documentation_url() -> None:
     assert info["documentation-url"] == (declared[0] if declared else None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml has no [project.urls] Documentation yet (the README's URL), so the Providers page "
-    "links to a page that does not exist; remove this mark once it does (and the venv is reinstalled)",
-)
 def test_documentation_url_is_set() -> None:
     assert str(get_provider_info()["documentation-url"]).startswith("https://")
 
