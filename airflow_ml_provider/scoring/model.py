@@ -81,7 +81,13 @@ def load_model(model_uri: str, mlflow_conn_id: str, model_dir: str) -> PyFuncMod
             raise MlProviderError(
                 f"Loading model_uri={model_uri!r} from {where} failed: {e.error_code}: {first_line(e.message, 500)}"
             ) from e
-        except Exception as e:  # a missing flavor library, an unreadable artifact, a pickling error
+        except ModuleNotFoundError as e:  # the model's own library (its flavour) is not on this worker
+            raise InvalidSpecError(
+                f"Loading model_uri={model_uri!r} failed: the model needs the Python module {e.name!r}, which is "
+                "not installed on this worker. Install the model's own requirements (requirements.txt among its "
+                f"artifacts; e.g. scikit-learn and skops for a scikit-learn model) next to the provider's extra."
+            ) from e
+        except Exception as e:  # an unreadable artifact, a pickling error, a version mismatch
             raise MlProviderError(
                 f"Loading model_uri={model_uri!r} failed: {type(e).__name__}: {first_line(str(e), 500)}"
             ) from e
