@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from airflow.sdk import Connection
 
 import airflow_ml_provider
