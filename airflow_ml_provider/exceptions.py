@@ -138,3 +138,7 @@ class MissingExtraError(PermanentError):
         super().__init__(message)
         self.module = module
         self.extra = extra
+
+
+class WebhookError(MlProviderError):
+    """A webhook post got no 2xx answer after its retries; the message has no URL path or token."""

@@ -247,15 +247,67 @@ MLFLOW_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
+WEBHOOK_CONN_FIELDS: dict[str, Any] = {
+    "verify": {
+        "label": "Verify TLS certificates",
+        "schema": {"type": ["boolean", "null"], "default": True},
+        "description": "Off only for testing: the receiver's certificate is then not checked. Empty: on.",
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "schema": {"type": ["string", "null"]},
+        "description": "Absolute path, on the workers, of the PEM file of the CA that signed the receiver's "
+        "certificate. Empty: the system's CAs.",
+    },
+    "timeout": {
+        "label": "HTTP timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 10},
+        "description": "Connect and read timeout of each attempt. Empty: 10.",
+    },
+    "retries": {
+        "label": "Retries on 429/5xx / connection errors",
+        "schema": {"type": ["integer", "null"], "default": 3},
+        "description": "A retried alert may arrive twice; each carries an Idempotency-Key header. Empty: 3.",
+    },
+    "backoff": {
+        "label": "First retry delay (seconds)",
+        "schema": {"type": ["number", "null"], "default": 0.5},
+        "description": "Doubles with each retry. Empty: 0.5.",
+    },
+}
+
+WEBHOOK_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port"],
+    "relabeling": {"host": "Webhook URL", "password": "Bearer token (optional)"},
+    "placeholders": {"host": "https://alerts.example.com/hooks/ml"},
+}
+
+#: The notifier classes. The e-mail one needs the smtp provider (the ``smtp`` extra): listed only when it
+#: is installed, so the Providers page does not warn about an extra nobody installed.
+WEBHOOK_NOTIFIER = "airflow_ml_provider.notifications.webhook.WebhookNotifier"
+SMTP_NOTIFIER = "airflow_ml_provider.notifications.smtp.FailureSmtpNotifier"
+
+
+def notifications() -> list[str]:
+    """The notifier classes usable on this machine."""
+    from importlib.util import find_spec
+
+    try:
+        has_smtp = find_spec("airflow.providers.smtp") is not None
+    except (ImportError, ValueError):
+        has_smtp = False
+    return [WEBHOOK_NOTIFIER, SMTP_NOTIFIER] if has_smtp else [WEBHOOK_NOTIFIER]
+
+
 def get_provider_info() -> dict[str, Any]:
-    """Return the provider's metadata: hooks, operators, sensors, triggers and connection types."""
+    """Return the provider's metadata: hooks, operators, sensors, triggers, connection types and notifiers."""
     return {
         "package-name": PACKAGE,
         "name": "ML pipelines (airflow-ml-provider)",
         "description": (
             "Run ML pipelines in Airflow: an HDFS _SUCCESS marker sensor, container jobs on Docker, Docker Swarm "
             "and DC/OS Metronome, and MLflow model registration, promotion, Docker deployment and batch "
-            "prediction (pandas or Spark)."
+            "prediction (pandas or Spark), and failure alerts by e-mail and webhook."
         ),
         "documentation-url": documentation_url(),
         "versions": [__version__],
@@ -275,11 +327,17 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://mlflow.org/docs/latest/ml/model-registry/",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "Failure notifications",
+                "external-doc-url": "https://airflow.apache.org/docs/apache-airflow/stable/howto/notifications.html",
+                "tags": ["service"],
+            },
         ],
         "hooks": [
             {"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.hooks.webhdfs"]},
             {"integration-name": "Container jobs", "python-modules": ["airflow_ml_provider.hooks.container"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_ml_provider.hooks.mlflow"]},
+            {"integration-name": "Failure notifications", "python-modules": ["airflow_ml_provider.hooks.webhook"]},
         ],
         "operators": [
             {
@@ -341,5 +399,13 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": MLFLOW_CONN_FIELDS,
                 "ui-field-behaviour": MLFLOW_UI_FIELD_BEHAVIOUR,
             },
+            {
+                "hook-class-name": "airflow_ml_provider.hooks.webhook.WebhookHook",
+                "hook-name": hook_name("Webhook"),
+                "connection-type": "ml_webhook",
+                "conn-fields": WEBHOOK_CONN_FIELDS,
+                "ui-field-behaviour": WEBHOOK_UI_FIELD_BEHAVIOUR,
+            },
         ],
+        "notifications": notifications(),
     }

@@ -35,6 +35,7 @@ EXTRAS: dict[str, str] = {
     "docker": "Docker and Docker Swarm (container jobs, model endpoints)",
     "mlflow": "MLflow (register, promote, deploy, batch prediction)",
     "spark": "Batch prediction with engine='spark'",
+    "smtp": "E-mail failure alerts (the smtp provider's notifier)",
 }
 
 #: The module of ``airflow connections test``; loaded only in the CLI process that runs it.

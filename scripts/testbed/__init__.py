@@ -10,6 +10,7 @@ Nothing here ships in the wheel. Tests (``tests/``), benchmarks (``bench/``) and
 * ``airflow_bed`` -- scheduler, triggerer, dag-processor and API server in a throwaway home;
 * ``browser`` -- Debian's Chromium driven headless by Playwright against a bed's Airflow UI;
 * ``install_bed`` -- the built sdist/wheel, and plain-Airflow venvs with each extra installed;
+* ``smtp_bed`` -- an aiosmtpd SMTP server on loopback that keeps what it receives;
 * ``counting_proxy`` / ``request_load`` -- request counting and HTTP load on loopback.
 
 Every service lives under :data:`TESTBED` (``.testbed/``, ignored by git); downloads and built
