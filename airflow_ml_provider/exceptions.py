@@ -18,6 +18,8 @@ Permanent (fix something first; retrying cannot help):
 * :class:`MetronomeValidationError` -- Metronome refused a job definition (HTTP 422).
 * :class:`ForeignJobError` -- the job under the task's key belongs to another Airflow installation
   (another namespace); it is left alone.
+* :class:`DropGuardError` -- an ERP write would replace a key's rows with too few new ones (the
+  drop guard); ``keys`` names the keys, for the failure notifiers.
 * :class:`MissingExtraError` -- a Python module that one of the provider's extras installs is
   missing on this machine; the message names the module and the ``pip install`` command.
 
@@ -138,6 +140,18 @@ class MissingExtraError(PermanentError):
         super().__init__(message)
         self.module = module
         self.extra = extra
+
+
+class DropGuardError(PermanentError):
+    """A key's new row count fell below ``(1 - max_drop)`` of the rows it replaces; nothing was written.
+
+    :param message: the table, each failing key with its old and new counts, and the fix.
+    :param keys: the failing keys as text (read by the failure notifiers as ``exception.keys``).
+    """
+
+    def __init__(self, message: str, *, keys: list[str]) -> None:
+        super().__init__(message)
+        self.keys = list(keys)
 
 
 class WebhookError(MlProviderError):

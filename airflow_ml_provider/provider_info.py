@@ -307,7 +307,8 @@ def get_provider_info() -> dict[str, Any]:
         "description": (
             "Run ML pipelines in Airflow: an HDFS _SUCCESS marker sensor, container jobs on Docker, Docker Swarm "
             "and DC/OS Metronome, and MLflow model registration, promotion, Docker deployment and batch "
-            "prediction (pandas or Spark), and failure alerts by e-mail and webhook."
+            "prediction (pandas or Spark), an ERP writer that replaces predictions per key in one PostgreSQL "
+            "transaction with a drop guard, and failure alerts by e-mail and webhook."
         ),
         "documentation-url": documentation_url(),
         "versions": [__version__],
@@ -325,6 +326,11 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "MLflow",
                 "external-doc-url": "https://mlflow.org/docs/latest/ml/model-registry/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "ERP databases",
+                "external-doc-url": "https://www.postgresql.org/docs/current/sql-copy.html",
                 "tags": ["software"],
             },
             {
@@ -357,6 +363,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_ml_provider.operators.mlflow_registry",
                 ],
             },
+            {"integration-name": "ERP databases", "python-modules": ["airflow_ml_provider.operators.erp_writer"]},
         ],
         "sensors": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.sensors.hdfs"]}],
         "triggers": [

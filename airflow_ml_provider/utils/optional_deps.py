@@ -36,6 +36,7 @@ EXTRAS: dict[str, str] = {
     "mlflow": "MLflow (register, promote, deploy, batch prediction)",
     "spark": "Batch prediction with engine='spark'",
     "smtp": "E-mail failure alerts (the smtp provider's notifier)",
+    "postgres": "Writing predictions to a PostgreSQL ERP database (the postgres provider's hook, psycopg2)",
 }
 
 #: The module of ``airflow connections test``; loaded only in the CLI process that runs it.
