@@ -146,7 +146,14 @@ def messages(logs: list[Any], level: str | None = None) -> list[str]:
 # -- 1. replace only the given keys, in one transaction; idempotent --------------------------------
 
 
-def test_replaces_only_the_given_keys_and_a_rerun_is_idempotent(db: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_replaces_only_the_given_keys_and_a_rerun_is_idempotent(
+    db: Any, tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With either driver the postgres provider's hook may hand out (psycopg 3 with SQLAlchemy 2, else psycopg2)."""
+    import airflow.providers.postgres.hooks.postgres as pg_hook
+
+    monkeypatch.setattr(pg_hook, "USE_PSYCOPG3", driver == "psycopg")
     first = {c: parquet(tmp_path / f"v1/{c}.parquet", c, n, "v1") for c, n in (("DE", 100), ("FR", 50), ("IT", 30))}
     written_at = dt.datetime(2026, 11, 23, 10, 30, 15, 123456, tzinfo=dt.timezone.utc)
     result = writer(first, constants={"model_version": "1", "written_at": written_at}).execute(CTX)
