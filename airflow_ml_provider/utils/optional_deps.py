@@ -37,6 +37,7 @@ EXTRAS: dict[str, str] = {
     "spark": "Batch prediction with engine='spark'",
     "smtp": "E-mail failure alerts (the smtp provider's notifier)",
     "postgres": "Writing predictions to a PostgreSQL ERP database (the postgres provider's hook, psycopg2)",
+    "sqlite": "Writing predictions to a SQLite ERP database (the sqlite provider's hook)",
 }
 
 #: The module of ``airflow connections test``; loaded only in the CLI process that runs it.

@@ -97,7 +97,7 @@ def test_no_placeholder_suggests_a_default_the_hook_does_not_apply() -> None:
 
 def test_descriptions_list_only_what_exists() -> None:
     description = get_provider_info()["description"]
-    for missing in ("Spark training", "ingest", "EDA", "MySQL", "SQLite"):  # not built yet
+    for missing in ("Spark training", "ingest", "EDA", "MySQL", "MariaDB"):  # not built yet
         assert missing.lower() not in description.lower(), missing
     for built in ("HDFS", "Docker", "Swarm", "Metronome", "MLflow", "batch prediction", "ERP writer", "PostgreSQL"):
         assert built.lower() in description.lower(), built
