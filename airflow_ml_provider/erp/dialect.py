@@ -96,10 +96,16 @@ class ReplaceJob:
 
 
 class ErpWriter(abc.ABC):
-    """One family of databases (see the module docstring)."""
+    """One family of databases (see the module docstring).
+
+    :param conn_id: the Airflow connection; credentials come only from it.
+    """
 
     #: The Airflow connection types this writer serves (e.g. ``("postgres",)``).
     conn_types: tuple[str, ...] = ()
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
 
     @abc.abstractmethod
     def describe(self, table: TableName) -> TargetTable | None:

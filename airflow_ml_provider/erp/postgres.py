@@ -88,9 +88,6 @@ class PostgresErpWriter(ErpWriter):
 
     conn_types = ("postgres",)
 
-    def __init__(self, conn_id: str) -> None:
-        self.conn_id = conn_id
-
     def _connect(self) -> Any:
         with requires_extra("postgres"):
             from airflow.providers.postgres.hooks.postgres import PostgresHook

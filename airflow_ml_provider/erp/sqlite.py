@@ -115,9 +115,6 @@ class SqliteErpWriter(ErpWriter):
 
     conn_types = ("sqlite",)
 
-    def __init__(self, conn_id: str) -> None:
-        self.conn_id = conn_id
-
     def _connect(self) -> Any:
         with requires_extra("sqlite"):
             from airflow.providers.sqlite.hooks.sqlite import SqliteHook
