@@ -12,20 +12,39 @@ Monday the run is scheduled for, or the moment it was triggered):
    re-attaches to a job still running from the previous try. Each job trains one model per
    country and writes `<data_root>/<week>/predictions/country=XX/` (Parquet, then `_SUCCESS`).
 4. `collect_predictions` checks that every country has its predictions and returns
-   `{country: predictions_path}`: the hand-off for the ERP writer.
+   `{country: predictions_path}`.
+5. `plan_erp_writes` splits those countries into `erp_groups` groups, and `write_to_erp` writes
+   each group (dynamic task mapping, in the `markdown_pricing_erp` pool so the ERP database sees
+   at most that many writers) into `erp_table` through the `markdown_pricing_erp` connection:
+   each country's rows are replaced in one transaction (readers see the old set until the commit),
+   after the checks and the drop guard (a country whose row count falls by more than `max_drop`
+   against the rows it replaces fails its group and writes nothing of it, unless `on_drop` is
+   `warn`). The training containers never see the ERP connection: only this task reads it.
+6. `erp_summary` (runs whatever the writes did) logs one table of old and new rows per country
+   and fails the run naming the countries that were not written.
+
+A task that fails for good sends the failure alert (DAG, task, run, error, failing countries,
+log URL) to the `ml_webhook_default` connection (type `ml_webhook`) when it exists; without it
+the task log says the alert was not delivered.
 
 ## Before the first run
 
-1. Create the pool, with the slot count the groups are sized for:
+1. Create the pools: the training groups are sized for the first, the second bounds the
+   concurrent ERP writers:
 
     ```bash
     airflow pools set markdown_pricing 4 "markdown pricing container jobs"
+    airflow pools set markdown_pricing_erp 2 "markdown pricing ERP writers"
     ```
 
-2. Connections (none is needed on one machine with Docker):
+2. Connections:
+    - `markdown_pricing_erp` (type `postgres`, `mysql` or `sqlite`): the ERP database. Its
+      table (`erp_table`, default `markdown_recommendations`) must exist; `ERP_TABLE_DDL` in this
+      file creates one in PostgreSQL, MariaDB/MySQL or SQLite.
     - `ml_docker_default` (type `ml_docker`, `ml_swarm` or `ml_metronome`): where the jobs run;
       without it, the local Docker engine.
     - `ml_hdfs_default` (type `ml_hdfs`): only when `marker_root` is an `hdfs://` path.
+    - `ml_webhook_default` (type `ml_webhook`): optional, where failure alerts go.
 3. The training image `airflow-ml-provider/train:latest` on that engine (`make images` in the
    provider's repository builds it).
 
@@ -66,12 +85,36 @@ from typing import Any
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
 from airflow_ml_provider.hooks.container import ContainerJobHook
+from airflow_ml_provider.notifications.webhook import WebhookNotifier
 from airflow_ml_provider.operators.container import ContainerJobOperator
+from airflow_ml_provider.operators.erp_writer import ErpWriteOperator
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
 
 POOL = "markdown_pricing"
 #: The pool's slot count, and so the default number of country groups.
 POOL_SLOTS = 4
+#: The ERP writers' own pool, and its slot count (the default number of write groups).
+ERP_POOL = "markdown_pricing_erp"
+ERP_POOL_SLOTS = 2
+#: A standard SQL connection (postgres, mysql or sqlite) to the ERP database.
+ERP_CONN_ID = "markdown_pricing_erp"
+DEFAULT_ERP_TABLE = "markdown_recommendations"
+#: The ERP table the writer fills (PostgreSQL, MariaDB/MySQL and SQLite accept it as is): one row per
+#: (country, sku), replaced per country; prediction columns by name, the rest constants of the run.
+ERP_TABLE_DDL = """CREATE TABLE {table} (
+    country VARCHAR(2) NOT NULL,
+    sku VARCHAR(40) NOT NULL,
+    week DATE NOT NULL,
+    base_price DOUBLE PRECISION NOT NULL,
+    stock DOUBLE PRECISION NOT NULL,
+    recommended_markdown DOUBLE PRECISION NOT NULL,
+    expected_units DOUBLE PRECISION NOT NULL,
+    expected_revenue DOUBLE PRECISION NOT NULL,
+    revenue_at_no_markdown DOUBLE PRECISION NOT NULL,
+    run_id VARCHAR(250) NOT NULL,
+    written_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (country, sku)
+)"""
 TRAIN_IMAGE = "airflow-ml-provider/train:latest"
 #: An ml_docker, ml_swarm or ml_metronome connection; the hook's default, when undefined, means the
 #: local Docker engine.
@@ -98,7 +141,12 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(days=1),
-    default_args={"retries": 3, "retry_delay": dt.timedelta(minutes=2), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": [WebhookNotifier()],
+    },
     tags=["example", "containers", "markdown-pricing"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
@@ -132,6 +180,32 @@ with DAG(
             type="integer",
             minimum=1,
             description="LightGBM boosting rounds per country model: more fit longer (and may fit better).",
+        ),
+        "erp_table": Param(
+            DEFAULT_ERP_TABLE,
+            type="string",
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$",
+            description="The ERP table (table or schema.table) whose rows are replaced per country.",
+        ),
+        "erp_groups": Param(
+            ERP_POOL_SLOTS,
+            type="integer",
+            minimum=1,
+            description="ERP write tasks to split the countries into (each replaces its countries in one "
+            "transaction); default: the markdown_pricing_erp pool's slots.",
+        ),
+        "max_drop": Param(
+            0.10,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="Drop guard: the largest allowed fall of a country's row count against the rows it "
+            "replaces (0.10: 10%).",
+        ),
+        "on_drop": Param(
+            "fail",
+            enum=["fail", "warn"],
+            description="What a larger drop does: fail (that group writes nothing) or warn (write anyway).",
         ),
     },
 ) as dag:
@@ -188,7 +262,7 @@ with DAG(
         poll_interval=10,
     ).expand(command=commands)
 
-    @task(retries=0)
+    @task(retries=0, multiple_outputs=False)
     def collect_predictions(results: Any, countries: Any) -> dict[str, str]:
         """Every requested country must have predictions; returns ``{country: parquet path}``."""
         paths: dict[str, str] = {}
@@ -203,7 +277,47 @@ with DAG(
     predictions = collect_predictions(train.output, countries="{{ params.countries }}")
     wait_for_sales >> commands
 
-    # Seam for the ERP writer (a later release): it takes ``predictions`` ({country: path}) and
-    # replaces each country's rows in one transaction, e.g.
-    #   ErpWriterOperator.partial(task_id="write_to_erp", ...).expand_kwargs(...)
-    # so the training jobs never hold ERP credentials.
+    @task(retries=0)
+    def plan_erp_writes(predictions: dict[str, str], groups: Any) -> list[dict[str, str]]:
+        """``{country: path}`` split into ``groups`` write tasks (sizes differ by at most one)."""
+        from airflow_ml_provider.utils.partitioning import split_into_groups
+
+        return [{c: predictions[c] for c in group} for group in split_into_groups(sorted(predictions), int(groups))]
+
+    # Each mapped task replaces its countries' rows in one transaction; only this task reads the
+    # ERP connection (the training containers hold no ERP credentials).
+    write = ErpWriteOperator.partial(
+        task_id="write_to_erp",
+        conn_id=ERP_CONN_ID,
+        table="{{ params.erp_table }}",
+        key_column="country",
+        constants={"week": WEEK, "run_id": "{{ run_id }}"},
+        max_drop="{{ params.max_drop }}",
+        on_drop="{{ params.on_drop }}",
+        pool=ERP_POOL,
+        map_index_template="{{ task.input_path.keys() | sort | join(',') }}",
+    ).expand(input_path=plan_erp_writes(predictions, groups="{{ params.erp_groups }}"))
+
+    @task(trigger_rule="all_done", retries=0, multiple_outputs=False)
+    def erp_summary(results: Any, countries: Any) -> dict[str, dict[str, Any]]:
+        """One table of old/new rows per country; fails naming the countries not written."""
+        import logging
+
+        written: dict[str, dict[str, Any]] = {}
+        for result in results or []:
+            written.update((result or {}).get("keys", {}))
+        lines = [f"{'country':8} {'old':>8} {'new':>8} {'change':>8}"]
+        for country, n in sorted(written.items()):
+            change = "first" if n["change"] is None else f"{n['change']:+.1f}%"
+            lines.append(f"{country:8} {n['old']:>8} {n['new']:>8} {change:>8}")
+        logging.getLogger(__name__).info("ERP rows per country:\n%s", "\n".join(lines))
+        missing = sorted(set(countries) - set(written))
+        if missing:
+            raise RuntimeError(
+                f"{len(missing)} countr{'y was' if len(missing) == 1 else 'ies were'} not written to the ERP: "
+                f"{', '.join(missing)}. See the failed write_to_erp (or train_and_predict) tasks: a drop-guard "
+                "failure names the countries and their counts; their previous rows are unchanged."
+            )
+        return written
+
+    erp_summary(write.output, countries="{{ params.countries }}")

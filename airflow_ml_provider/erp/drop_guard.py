@@ -12,6 +12,7 @@ This module is pure Python (no database, no pyarrow).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -40,12 +41,20 @@ class KeyCount(NamedTuple):
         return None if self.old == 0 else round((self.new - self.old) * 100 / self.old, 2)
 
 
-def check_max_drop(max_drop: Any, on_drop: Any) -> None:
-    """Validate the guard's arguments; raise :class:`InvalidSpecError` naming the wrong one."""
-    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop <= 1:
+def check_max_drop(max_drop: Any, on_drop: Any) -> float:
+    """Validate the guard's arguments; ``max_drop`` as a number, or :class:`InvalidSpecError` naming the wrong one.
+
+    A string that spells a number (``"0.1"``, as a template renders it) is read as that number.
+    """
+    value = max_drop
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise InvalidSpecError(f"max_drop={max_drop!r} must be a fraction between 0 and 1, e.g. 0.10 for 10%.")
     if on_drop not in ON_DROP:
         raise InvalidSpecError(f"on_drop={on_drop!r} must be one of {list(ON_DROP)}, e.g. on_drop='warn'.")
+    return float(value)
 
 
 def dropped(counts: Sequence[KeyCount], max_drop: float) -> list[KeyCount]:

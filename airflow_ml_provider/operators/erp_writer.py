@@ -72,7 +72,8 @@ class ErpWriteOperator(BaseOperator):
         with the database file as ``host``); credentials come only from it.
     :param table: templated; ``"table"`` or ``"schema.table"`` (letters, digits, ``_``).
     :param input_path: templated; a Parquet file or directory (``key=value`` directories become
-        string columns), or ``{key: path}`` (then ``keys`` defaults to the dict's keys). Local
+        string columns), or ``{key: path}`` (then ``keys`` defaults to the dict's keys, and with
+        one key column a file without that column gets the dict's key as its value). Local
         (``file:///x``, or ``/x`` without ``hdfs_conn_id``) or HDFS (``hdfs://…``).
     :param key_column: templated; the partition column(s) whose rows are replaced, e.g.
         ``"country"`` or ``["country", "week"]``.
@@ -86,8 +87,9 @@ class ErpWriteOperator(BaseOperator):
         ``{"model_version": "7", "run_id": "{{ run_id }}"}``.
     :param primary_key: templated; columns that must be unique in the input. ``None``: the
         table's primary key.
-    :param max_drop: the largest allowed drop of a key's row count, as a fraction (0.10: 10%).
-    :param on_drop: ``"fail"`` (a larger drop fails the task, nothing written) or ``"warn"``.
+    :param max_drop: templated; the largest allowed drop of a key's row count, as a fraction
+        (0.10: 10%); a rendered string such as ``"0.1"`` is read as a number.
+    :param on_drop: templated; ``"fail"`` (a larger drop fails the task, nothing written) or ``"warn"``.
     :param batch_rows: rows read and sent per batch (bounds memory).
     :param hdfs_conn_id: the ``ml_hdfs`` connection for HDFS paths; ``hdfs://`` URLs use
         ``ml_hdfs_default`` when this is ``None``.
@@ -105,6 +107,8 @@ class ErpWriteOperator(BaseOperator):
         "column_map",
         "constants",
         "primary_key",
+        "max_drop",
+        "on_drop",
     )
     ui_color = "#d5f5e3"
 
@@ -144,7 +148,8 @@ class ErpWriteOperator(BaseOperator):
             raise InvalidSpecError(f"hdfs_conn_id={hdfs_conn_id!r} must name a connection or be None.")
         if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
             raise InvalidSpecError(f"batch_rows={batch_rows!r} must be a whole number >= 1, e.g. 50_000.")
-        drop_guard.check_max_drop(max_drop, on_drop)
+        if not (is_templated(max_drop) or is_templated(on_drop)):
+            drop_guard.check_max_drop(max_drop, on_drop)
         self._validate(parse_time=True)
 
     # -- validation -----------------------------------------------------------------------------
@@ -245,6 +250,7 @@ class ErpWriteOperator(BaseOperator):
 
         started = time.monotonic()
         table_name, key_columns, keys = self._validate()
+        max_drop = drop_guard.check_max_drop(self.max_drop, self.on_drop)
         writer = self._writer()
         table = writer.describe(table_name)
         if table is None:
@@ -256,7 +262,7 @@ class ErpWriteOperator(BaseOperator):
         missing = [c for c in [*primary_key, *key_columns] if c not in table.columns]
         if missing:
             raise InvalidSpecError(f"Table {table.name} has no column(s) {missing}; it has {list(table.columns)}.")
-        inputs = self._inputs()
+        inputs = self._inputs(key_columns)
         columns = self._plan(inputs, table, key_columns)
         with tempfile.TemporaryDirectory(prefix="ml-erp-") as scratch:
             job = ReplaceJob(
@@ -269,7 +275,7 @@ class ErpWriteOperator(BaseOperator):
                 guard=partial(
                     drop_guard.apply,
                     table_name=str(table.name),
-                    max_drop=self.max_drop,
+                    max_drop=max_drop,
                     on_drop=self.on_drop,
                     log=self.log,
                 ),
@@ -285,8 +291,13 @@ class ErpWriteOperator(BaseOperator):
             "seconds": round(seconds, 3),
         }
 
-    def _inputs(self) -> list[_Input]:
-        """Every input file; a missing or file-less input fails naming it."""
+    def _inputs(self, key_columns: list[str]) -> list[_Input]:
+        """Every input file; a missing or file-less input fails naming it.
+
+        With ``{key: path}`` and one key column, a file that has no such column (nor a
+        ``column=value`` directory) gets the dict's key as that column, as a partition directory
+        would give it: ``{"DE": ".../part-0.parquet"}`` writes ``country = 'DE'``.
+        """
         found = []
         for key, path in self._paths().items():
             storage = HdfsHook(self.hdfs_conn_id or HdfsHook.default_conn_name).storage_for(path)
@@ -299,6 +310,12 @@ class ErpWriteOperator(BaseOperator):
                     f"{arg} holds no data files ({storage.location(path.path)}); files whose names start with '_' "
                     "or '.' are skipped. Nothing was written."
                 )
+            if key is not None and len(key_columns) == 1:
+                files = [
+                    f if any(name == key_columns[0] for name, _ in f.partitions)
+                    else f._replace(partitions=(*f.partitions, (key_columns[0], key)))
+                    for f in files
+                ]
             found += [_Input(storage, f, storage.location(f.path)) for f in files]
         return found
 

@@ -30,7 +30,10 @@ DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 #: Each example DAG (its file's stem) and what its setup instructions must tell a first-time user.
 SETUP_TEXT = {
     "markdown_pricing": [
-        "airflow pools set markdown_pricing",
+        "airflow pools set markdown_pricing ",
+        "airflow pools set markdown_pricing_erp ",
+        "markdown_pricing_erp (type postgres, mysql or sqlite)",
+        "ERP_TABLE_DDL",
         "airflow backfill create --dag-id markdown_pricing",
         "file://",
     ],
@@ -66,7 +69,7 @@ def bed() -> Iterator[AirflowBed]:
     write_quick_start_markers(LAKE)
     env = {"AIRFLOW_CONN_ML_HDFS_DEFAULT": json.dumps({"conn_type": "ml_hdfs", "host": f"file://{LAKE}"})}
     dags = {p.name: p.read_text() for p in DAG_FILES}
-    with running_airflow("ui-trigger", dags, env=env, pools={"markdown_pricing": 4}) as airflow:
+    with running_airflow("ui-trigger", dags, env=env, pools={"markdown_pricing": 4, "markdown_pricing_erp": 2}) as airflow:
         for dag_id in EXAMPLE_DAGS:
             airflow.wait_for_dag(dag_id)
         yield airflow

@@ -62,7 +62,15 @@ def test_table_and_xcom() -> None:
     }
 
 
-@pytest.mark.parametrize(("max_drop", "on_drop"), [(-0.1, "fail"), (1.5, "fail"), (True, "fail"), (0.1, "ignore")])
+@pytest.mark.parametrize(
+    ("max_drop", "on_drop"),
+    [(-0.1, "fail"), (1.5, "fail"), (True, "fail"), (0.1, "ignore"), ("ten", "fail"), ("nan", "fail"), (None, "fail")],
+)
 def test_bad_arguments(max_drop: object, on_drop: object) -> None:
     with pytest.raises(InvalidSpecError):
         drop_guard.check_max_drop(max_drop, on_drop)
+
+
+@pytest.mark.parametrize(("max_drop", "expected"), [(0.1, 0.1), (0, 0.0), ("0.25", 0.25), (" 1 ", 1.0)])
+def test_max_drop_from_a_number_or_a_rendered_string(max_drop: object, expected: float) -> None:
+    assert drop_guard.check_max_drop(max_drop, "warn") == expected
