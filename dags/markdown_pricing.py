@@ -278,7 +278,7 @@ with DAG(
     wait_for_sales >> commands
 
     @task(retries=0)
-    def plan_erp_writes(predictions: dict[str, str], groups: Any) -> list[dict[str, str]]:
+    def plan_erp_writes(predictions: Any, groups: Any) -> list[dict[str, str]]:
         """``{country: path}`` split into ``groups`` write tasks (sizes differ by at most one)."""
         from airflow_ml_provider.utils.partitioning import split_into_groups
 

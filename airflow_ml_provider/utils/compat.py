@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 try:  # Airflow >= 3.2
     from airflow.sdk import conf
@@ -24,10 +25,10 @@ def default_timezone() -> dt.tzinfo:
     """
     import pendulum
 
+    # pendulum.timezone and local_timezone are functions at run time; mypy sees submodules of those names.
+    zones: Any = pendulum
     name = conf.get("core", "default_timezone", fallback="utc") or "utc"
-    if name == "system":
-        return pendulum.local_timezone()
-    zone: dt.tzinfo = pendulum.timezone(name)
+    zone: dt.tzinfo = zones.local_timezone() if name == "system" else zones.timezone(name)
     return zone
 
 

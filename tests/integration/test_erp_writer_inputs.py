@@ -79,7 +79,7 @@ def test_a_file_with_its_own_key_column_keeps_it_and_must_match_the_keys(db: Pat
 def test_max_drop_and_on_drop_from_rendered_templates(db: Path, tmp_path: Path) -> None:
     op({"DE": predictions(tmp_path / "a", "DE", 10)}).execute(CTX)
     half = {"DE": predictions(tmp_path / "b", "DE", 5)}
-    task = op(half, max_drop="{{ params.max_drop }}", on_drop="{{ params.on_drop }}")
+    task: Any = op(half, max_drop="{{ params.max_drop }}", on_drop="{{ params.on_drop }}")
     # as the template renders without native types: strings
     task.max_drop, task.on_drop = "0.4", "fail"
     with pytest.raises(DropGuardError):

@@ -11,6 +11,7 @@ of the training tasks, whose containers hold no ERP credentials).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -62,7 +63,8 @@ def _pg(dbname: str) -> Any:
 def erp() -> Iterator[str]:
     """A PostgreSQL database of this module's own holding the DAG's ERP table (its DDL); dropped at the end."""
     sys.path.insert(0, str(ROOT))
-    from dags.markdown_pricing import DEFAULT_ERP_TABLE, ERP_TABLE_DDL
+    dag_module = importlib.import_module("dags.markdown_pricing")
+    ddl = dag_module.ERP_TABLE_DDL.format(table=dag_module.DEFAULT_ERP_TABLE)
 
     name = f"mp_erp_{uuid.uuid4().hex[:10]}"
     try:
@@ -73,7 +75,7 @@ def erp() -> Iterator[str]:
         cur.execute(f"CREATE DATABASE {name}")
     conn = _pg(name)
     with conn.cursor() as cur:
-        cur.execute(ERP_TABLE_DDL.format(table=DEFAULT_ERP_TABLE))
+        cur.execute(ddl)
     conn.close()
     try:
         yield name

@@ -69,7 +69,8 @@ def bed() -> Iterator[AirflowBed]:
     write_quick_start_markers(LAKE)
     env = {"AIRFLOW_CONN_ML_HDFS_DEFAULT": json.dumps({"conn_type": "ml_hdfs", "host": f"file://{LAKE}"})}
     dags = {p.name: p.read_text() for p in DAG_FILES}
-    with running_airflow("ui-trigger", dags, env=env, pools={"markdown_pricing": 4, "markdown_pricing_erp": 2}) as airflow:
+    pools = {"markdown_pricing": 4, "markdown_pricing_erp": 2}
+    with running_airflow("ui-trigger", dags, env=env, pools=pools) as airflow:
         for dag_id in EXAMPLE_DAGS:
             airflow.wait_for_dag(dag_id)
         yield airflow
