@@ -307,8 +307,8 @@ def get_provider_info() -> dict[str, Any]:
         "description": (
             "Run ML pipelines in Airflow: an HDFS _SUCCESS marker sensor, container jobs on Docker, Docker Swarm "
             "and DC/OS Metronome, and MLflow model registration, promotion, Docker deployment and batch "
-            "prediction (pandas or Spark), an ERP writer that replaces predictions per key in one PostgreSQL or "
-            "SQLite transaction with a drop guard, and failure alerts by e-mail and webhook."
+            "prediction (pandas or Spark), an ERP writer that replaces predictions per key in one PostgreSQL, "
+            "MariaDB/MySQL or SQLite transaction with a drop guard, and failure alerts by e-mail and webhook."
         ),
         "documentation-url": documentation_url(),
         "versions": [__version__],

@@ -44,6 +44,13 @@ need_setpriv() { need_cmd setpriv util-linux; }
 # Kerberos extras (gssapi / krb5 wheels may build from source): krb5-config and headers.
 need_krb5_dev() { need_pkgs libkrb5-dev; }
 
+# The mysql extra: the mysql provider depends on mysqlclient, which has no Linux wheel; pip builds it
+# with a C compiler against the MariaDB client library, found through pkg-config.
+need_mysqlclient_build() {
+    need_pkgs libmariadb-dev pkg-config
+    need_cmd gcc gcc
+}
+
 # Docker test bed: the engine (dockerd + CLI + containerd + runc); scripts/dockerd.sh starts it.
 need_docker() { need_cmd dockerd docker.io; }
 
@@ -59,6 +66,7 @@ NEEDS=(
     need_jersey1
     need_setpriv
     need_krb5_dev
+    need_mysqlclient_build
     need_docker
     need_mmdebstrap
     need_chromium

@@ -5,6 +5,10 @@
 * :mod:`.drop_guard` -- new row counts against the ones being replaced, per key.
 * :mod:`.dialect` -- the interface one family of databases implements (:class:`~.dialect.ErpWriter`).
 * :mod:`.postgres` -- PostgreSQL: COPY into a staging table, then delete + insert, one transaction.
+* :mod:`.mysql` -- MariaDB/MySQL: named locks per key, batched inserts into a TEMPORARY staging
+  table, then delete + insert, one transaction.
+* :mod:`.sqlite` -- SQLite: ``BEGIN IMMEDIATE``, batched inserts into a TEMP staging table, then
+  delete + insert, one transaction.
 
 The operator is :class:`airflow_ml_provider.operators.erp_writer.ErpWriteOperator`.
 """

@@ -24,12 +24,26 @@ from airflow_ml_provider.utils.optional_deps import requires_extra
 if TYPE_CHECKING:
     import pyarrow as pa
 
-#: Catalog type names (PostgreSQL, MySQL/MariaDB, SQLite) -> family. Unknown types: "other".
+#: Catalog type names (PostgreSQL, MariaDB/MySQL ``information_schema.columns.data_type``, SQLite)
+#: -> family. Unknown types (``json``, ``time``, ``blob``, ...): "other", which takes any value.
+#: MariaDB/MySQL's ``BOOL`` is ``tinyint(1)`` (named so by :func:`.mysql.mysql_data_type`): a "flag".
 _FAMILIES = {
-    "integer": ("smallint", "integer", "bigint", "int", "tinyint", "mediumint", "int2", "int4", "int8"),
+    "integer": ("smallint", "integer", "bigint", "int", "tinyint", "mediumint", "int2", "int4", "int8", "year"),
     "number": ("numeric", "decimal", "real", "double precision", "double", "float", "float4", "float8"),
-    "text": ("text", "character varying", "varchar", "character", "char", "bpchar", "longtext", "mediumtext"),
+    "text": (
+        "text",
+        "character varying",
+        "varchar",
+        "character",
+        "char",
+        "bpchar",
+        "tinytext",
+        "mediumtext",
+        "longtext",
+        "enum",
+    ),
     "bool": ("boolean", "bool"),
+    "flag": ("tinyint(1)",),
     "date": ("date",),
     "timestamp": ("timestamp without time zone", "timestamp with time zone", "timestamp", "datetime"),
 }
@@ -63,6 +77,7 @@ _ACCEPTS = {
     "number": {"integer", "float", "decimal"},
     "text": {"text"},
     "bool": {"bool"},
+    "flag": {"bool", "integer"},
     "date": {"date", "text"},
     "timestamp": {"timestamp", "date", "text"},
 }

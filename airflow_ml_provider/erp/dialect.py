@@ -3,7 +3,7 @@
 The operator does everything that is the same for every database: argument checks, reading the
 dataset in batches through the storage layer, the column plan and the per-batch checks
 (:mod:`.checks`), the drop guard's rule (:mod:`.drop_guard`) and the XCom. A family of databases
-(PostgreSQL and SQLite now; MariaDB/MySQL later) implements two methods:
+(PostgreSQL, MariaDB/MySQL and SQLite) implements two methods:
 
 ``describe(table) -> TargetTable | None``
     The table's columns (name, type as the database names it, nullability) and primary key, from

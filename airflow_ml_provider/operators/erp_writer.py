@@ -4,8 +4,8 @@ This module holds the operator: its arguments, their validation, reading the dat
 through :mod:`airflow_ml_provider.storage` and the XCom. What is checked lives in
 :mod:`airflow_ml_provider.erp.checks`, the drop guard in :mod:`airflow_ml_provider.erp.drop_guard`
 and the transaction in the dialect (:mod:`airflow_ml_provider.erp.postgres`,
-:mod:`airflow_ml_provider.erp.sqlite`). DAG files import this module; it imports neither psycopg2,
-sqlite3, pandas nor pyarrow, and the constructor does no I/O.
+:mod:`airflow_ml_provider.erp.mysql`, :mod:`airflow_ml_provider.erp.sqlite`). DAG files import this
+module; it imports neither psycopg2, MySQLdb, sqlite3, pandas nor pyarrow, and the constructor does no I/O.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from airflow_ml_provider.storage.base import DataFile, Storage
 
 DEFAULT_BATCH_ROWS = 50_000
-#: Connection types with a writer; MySQL/MariaDB are planned, not built.
-SUPPORTED_CONN_TYPES = ("postgres", "sqlite")
+#: Connection types with a writer (``mysql`` serves MariaDB and MySQL).
+SUPPORTED_CONN_TYPES = ("postgres", "mysql", "sqlite")
 _SCALARS = (str, int, float, bool, dt.date, dt.datetime, type(None))
 
 
@@ -54,22 +54,24 @@ class ErpWriteOperator(BaseOperator):
 
     What happens when the task runs:
 
-    1. The connection's type picks the database family (``postgres`` or ``sqlite``; others fail
-       naming the supported ones). The table's columns and primary key are read from the catalog.
+    1. The connection's type picks the database family (``postgres``, ``mysql`` for MariaDB and
+       MySQL, or ``sqlite``; others fail naming the supported ones). The table's columns and
+       primary key are read from the catalog.
     2. Every input file's Parquet footer is checked before anything is written: the mapped and
        constant columns exist in the table, NOT NULL columns without a default and the key
        columns are provided, and the types are compatible.
-    3. In one transaction (see :mod:`airflow_ml_provider.erp.postgres` and
-       :mod:`airflow_ml_provider.erp.sqlite`): a lock per (table, key) (SQLite: the database's
-       write lock, ``BEGIN IMMEDIATE``), the dataset streamed ``batch_rows`` rows at a time into a
-       staging table (each batch checked
-       for null/NaN/infinite values in NOT NULL columns and for keys outside ``keys``), duplicate
+    3. In one transaction (see :mod:`airflow_ml_provider.erp.postgres`,
+       :mod:`airflow_ml_provider.erp.mysql` and :mod:`airflow_ml_provider.erp.sqlite`): a lock per
+       (table, key) (SQLite: the database's write lock, ``BEGIN IMMEDIATE``), the dataset
+       streamed ``batch_rows`` rows at a time into a staging table (each batch checked for
+       null/NaN/infinite values in NOT NULL columns and for keys outside ``keys``), duplicate
        primary keys refused, old and new counts per key compared by the drop guard, the keys' rows
        deleted and the new ones inserted, one commit. Readers see the old rows until the commit,
        then the new ones. Any failure rolls back: nothing is written.
 
-    :param conn_id: the Airflow connection of the ERP database (type ``postgres``, or ``sqlite``
-        with the database file as ``host``); credentials come only from it.
+    :param conn_id: the Airflow connection of the ERP database (type ``postgres``; ``mysql`` for
+        MariaDB/MySQL, its ``schema`` being the database; or ``sqlite`` with the database file as
+        ``host``); credentials come only from it.
     :param table: templated; ``"table"`` or ``"schema.table"`` (letters, digits, ``_``).
     :param input_path: templated; a Parquet file or directory (``key=value`` directories become
         string columns), or ``{key: path}`` (then ``keys`` defaults to the dict's keys, and with
@@ -123,7 +125,7 @@ class ErpWriteOperator(BaseOperator):
         column_map: dict[str, str] | None = None,
         constants: dict[str, Any] | None = None,
         primary_key: list[str] | None = None,
-        max_drop: float = drop_guard.DEFAULT_MAX_DROP,
+        max_drop: float | str = drop_guard.DEFAULT_MAX_DROP,
         on_drop: str = "fail",
         batch_rows: int = DEFAULT_BATCH_ROWS,
         hdfs_conn_id: str | None = None,
@@ -235,13 +237,17 @@ class ErpWriteOperator(BaseOperator):
             from airflow_ml_provider.erp.postgres import PostgresErpWriter
 
             return PostgresErpWriter(self.conn_id)
+        if conn_type == "mysql":
+            from airflow_ml_provider.erp.mysql import MySqlErpWriter
+
+            return MySqlErpWriter(self.conn_id)
         if conn_type == "sqlite":
             from airflow_ml_provider.erp.sqlite import SqliteErpWriter
 
             return SqliteErpWriter(self.conn_id)
         raise ConnectionConfigError(
             f"Connection {self.conn_id!r} has the type {conn_type!r}; ErpWriteOperator supports "
-            f"{list(SUPPORTED_CONN_TYPES)} (MySQL/MariaDB are not supported yet). Use a postgres or sqlite connection."
+            f"{list(SUPPORTED_CONN_TYPES)} (mysql serves MariaDB and MySQL). Use a connection of one of those types."
         )
 
     def execute(self, context: Context) -> dict[str, Any]:

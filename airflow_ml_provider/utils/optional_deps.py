@@ -37,6 +37,7 @@ EXTRAS: dict[str, str] = {
     "spark": "Batch prediction with engine='spark'",
     "smtp": "E-mail failure alerts (the smtp provider's notifier)",
     "postgres": "Writing predictions to a PostgreSQL ERP database (the postgres provider's hook, psycopg2)",
+    "mysql": "Writing predictions to a MariaDB/MySQL ERP database (the mysql provider's hook)",
     "sqlite": "Writing predictions to a SQLite ERP database (the sqlite provider's hook)",
 }
 

@@ -1,22 +1,16 @@
 """ErpWriteOperator against a real PostgreSQL (127.0.0.1:5432): one transaction per write.
 
 The module creates its own database (unique name) and drops it at the end. Under CI=true a
-PostgreSQL that cannot be reached fails the tests; elsewhere they are skipped.
+PostgreSQL that cannot be reached fails the tests; elsewhere they are skipped. The scenarios shared
+with the other families are in :mod:`tests.integration.erp_cases`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import math
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,8 +24,10 @@ import structlog
 
 from airflow_ml_provider.exceptions import DropGuardError, InvalidSpecError
 from airflow_ml_provider.operators.erp_writer import ErpWriteOperator
-from tests.conftest import ROOT, service_unavailable
+from tests.conftest import service_unavailable
+from tests.integration import erp_cases
 from tests.integration.conftest import admin_client, set_hdfs_conn
+from tests.integration.erp_cases import CTX, ErpDb, messages, parquet
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +35,6 @@ HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 CONN_ID = "erp_pg_test"
 #: The connection's password (trust auth ignores it): it must never show in logs, XCom or errors.
 SECRET = "Pw-s3cr3t-ERP-4711"
-CTX: Any = {}
 TABLE_SQL = """
 CREATE TABLE prices (
     country text NOT NULL,
@@ -104,43 +99,24 @@ def counts(conn: Any) -> dict[str, int]:
     return dict(query(conn, "SELECT country, count(*) FROM prices GROUP BY 1"))
 
 
-def parquet(path: Path, country: str | list[str], n: int, source: str = "a", **columns: Any) -> str:
-    """A Parquet file of ``n`` predictions; ``columns`` override or add columns. Returns a file:// URL."""
-    data: dict[str, Any] = {
-        "country": country if isinstance(country, list) else [country] * n,
-        "sku": list(range(n)),
-        "prediction": [float(i % 97) for i in range(n)],
-        "source": [source] * n,
-    }
-    data.update(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(data), path, row_group_size=max(1, min(n, 50_000)))
-    return f"file://{path}"
-
-
-MAP = {"country": "country", "sku": "sku", "prediction": "price", "source": "source"}
-
-
 def writer(input_path: Any, **kwargs: Any) -> ErpWriteOperator:
-    args: dict[str, Any] = {
-        "task_id": "erp_write",
-        "conn_id": CONN_ID,
-        "table": "prices",
-        "input_path": input_path,
-        "key_column": "country",
-        "column_map": MAP,
-    }
-    return ErpWriteOperator(**(args | kwargs))
+    return erp_cases.writer(input_path, **({"conn_id": CONN_ID} | kwargs))
 
 
-def messages(logs: list[Any], level: str | None = None) -> list[str]:
-    out = []
-    for e in logs:
-        if level and e["log_level"] != level:
-            continue
-        args = e.get("positional_args")
-        out.append(e["event"] % tuple(args) if args else str(e["event"]))
-    return out
+@pytest.fixture
+def erp(db: Any, database: str) -> ErpDb:
+    """The ``prices`` table as the shared scenarios use it."""
+
+    @contextlib.contextmanager
+    def reader() -> Iterator[Callable[[str], erp_cases.Rows]]:
+        conn = _connect(database)
+        conn.autocommit = True
+        try:
+            yield lambda sql: query(conn, sql)
+        finally:
+            conn.close()
+
+    return ErpDb(CONN_ID, lambda sql: query(db, sql), reader)
 
 
 # -- 1. replace only the given keys, in one transaction; idempotent --------------------------------
@@ -148,42 +124,18 @@ def messages(logs: list[Any], level: str | None = None) -> list[str]:
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_replaces_only_the_given_keys_and_a_rerun_is_idempotent(
-    db: Any, tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch
+    erp: ErpDb, tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With either driver the postgres provider's hook may hand out (psycopg 3 with SQLAlchemy 2, else psycopg2)."""
     import airflow.providers.postgres.hooks.postgres as pg_hook
 
     monkeypatch.setattr(pg_hook, "USE_PSYCOPG3", driver == "psycopg")
-    first = {c: parquet(tmp_path / f"v1/{c}.parquet", c, n, "v1") for c, n in (("DE", 100), ("FR", 50), ("IT", 30))}
     written_at = dt.datetime(2026, 11, 23, 10, 30, 15, 123456, tzinfo=dt.timezone.utc)
-    result = writer(first, constants={"model_version": "1", "written_at": written_at}).execute(CTX)
-    assert query(db, "SELECT DISTINCT written_at FROM prices") == [(written_at,)]
-    assert result["rows"] == 180
-    assert result["keys"]["IT"] == {"old": 0, "new": 30, "change": None}
-    italy = [r for r in snapshot(db) if r[0] == "IT"]
-
-    second = {
-        "DE": parquet(tmp_path / "v2/DE.parquet", "DE", 95, "v2"),
-        "FR": parquet(tmp_path / "v2/FR.parquet", "FR", 50, "v2"),
-    }
-    op = writer(second, keys=["DE", "FR"], constants={"model_version": "2"})
-    result = op.execute(CTX)
-    assert set(result) == {"table", "keys", "rows", "seconds"}
+    result = erp_cases.replaces_only_the_given_keys(
+        erp, tmp_path, constants={"model_version": "1", "written_at": written_at}
+    )
     assert result["table"] == "public.prices"
-    assert result["keys"] == {
-        "DE": {"old": 100, "new": 95, "change": -5.0},
-        "FR": {"old": 50, "new": 50, "change": 0.0},
-    }
-    assert result["rows"] == 145
-    assert counts(db) == {"DE": 95, "FR": 50, "IT": 30}
-    assert [r for r in snapshot(db) if r[0] == "IT"] == italy  # untouched
-    assert query(db, "SELECT DISTINCT source, model_version FROM prices WHERE country <> 'IT'") == [("v2", "2")]
-    assert query(db, "SELECT count(*) FROM prices WHERE written_at IS NULL") == [(0,)]  # the default applied
-
-    before = snapshot(db)
-    again = op.execute(CTX)
-    assert snapshot(db) == before
-    assert again["keys"]["DE"] == {"old": 95, "new": 95, "change": 0.0}
+    assert erp.query("SELECT DISTINCT written_at FROM prices WHERE country = 'IT'") == [(written_at,)]
 
 
 def test_hive_partitioned_directory_and_keys_from_the_data(db: Any, tmp_path: Path) -> None:
@@ -226,167 +178,41 @@ def test_reads_a_hive_partitioned_dataset_from_hdfs(
 # -- 2. a reader never sees a partial or empty key ---------------------------------------------------
 
 
-def test_a_reader_polling_1000_times_sees_only_whole_sets(db: Any, tmp_path: Path, database: str) -> None:
-    sizes = (2000, 2100)
-    inputs = [parquet(tmp_path / f"r{n}.parquet", "DE", n, f"s{n}") for n in sizes]
-    writer({"DE": inputs[0]}).execute(CTX)
-    stop = threading.Event()
-    writes: list[int] = []
-    errors: list[BaseException] = []
-
-    def write_repeatedly() -> None:
-        try:
-            while not stop.is_set():
-                writer({"DE": inputs[(len(writes) + 1) % 2]}, batch_rows=300).execute(CTX)
-                writes.append(1)
-        except BaseException as e:
-            errors.append(e)
-
-    thread = threading.Thread(target=write_repeatedly)
-    thread.start()
-    seen = []
-    reader = _connect(database)
-    reader.autocommit = True
-    try:
-        for _ in range(1000):
-            seen.append(query(reader, "SELECT count(*) FROM prices WHERE country = %s", ("DE",))[0][0])
-            time.sleep(0.002)
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        reader.close()
-    assert not errors, errors
-    assert len(writes) >= 4, "the writer did not run during the polling"
-    assert set(seen) <= set(sizes), sorted(set(seen) - set(sizes))
-    assert set(seen) == set(sizes), "the reader never saw a write land"
+def test_a_reader_polling_1000_times_sees_only_whole_sets(erp: ErpDb, tmp_path: Path) -> None:
+    erp_cases.reader_sees_only_whole_sets(erp, tmp_path)
 
 
 # -- 3. killed mid-COPY, constraint violation mid-load: nothing changes ------------------------------
 
-KILL_SCRIPT = """
-import sys
-from airflow_ml_provider.operators.erp_writer import ErpWriteOperator
-ErpWriteOperator(task_id="w", conn_id=sys.argv[1], table="prices", input_path=sys.argv[2], key_column="country",
-                 column_map={"country": "country", "sku": "sku", "prediction": "price"}, batch_rows=5000).execute({})
-print("COMMITTED")
-"""
 
-
-def test_writer_sigkilled_mid_copy_leaves_the_previous_rows(db: Any, tmp_path: Path, database: str) -> None:
-    writer({"DE": parquet(tmp_path / "old.parquet", "DE", 1000, "old")}).execute(CTX)
-    before = snapshot(db)
-    big = parquet(tmp_path / "big.parquet", "DE", 1_500_000)
-    script = tmp_path / "write.py"
-    script.write_text(textwrap.dedent(KILL_SCRIPT))
-    proc = subprocess.Popen(
-        [sys.executable, str(script), CONN_ID, big],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    copied = 0
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
+def test_writer_sigkilled_mid_copy_leaves_the_previous_rows(db: Any, erp: ErpDb, tmp_path: Path, database: str) -> None:
+    def copying() -> bool:  # the writer's COPY into its staging table is under way
         rows = query(
             db,
             "SELECT tuples_processed FROM pg_stat_progress_copy WHERE datname = %s AND command = 'COPY FROM'",
             (database,),
         )
-        if rows and rows[0][0] > 20_000:
-            copied = rows[0][0]
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, proc.communicate()[0]
-    assert copied > 0, "never saw the COPY in progress"
-    os.kill(proc.pid, signal.SIGKILL)
-    output = proc.communicate(timeout=30)[0].decode()
-    assert proc.returncode == -signal.SIGKILL
-    assert "COMMITTED" not in output
-    assert snapshot(db) == before
-    # the server notices the dead client and its locks go with it: the next write proceeds
-    result = writer({"DE": parquet(tmp_path / "new.parquet", "DE", 1000, "new")}).execute(CTX)
-    assert result["keys"]["DE"]["new"] == 1000
-    assert query(db, "SELECT DISTINCT source FROM prices") == [("new",)]
+        return bool(rows) and rows[0][0] > 20_000
+
+    erp_cases.sigkill_mid_load(erp, tmp_path, copying)
 
 
-def test_a_constraint_violation_deep_in_the_load_rolls_back_everything(db: Any, tmp_path: Path) -> None:
-    writer({"DE": parquet(tmp_path / "old.parquet", "DE", 100_000, "old")}).execute(CTX)
-    before = snapshot(db)
-    prices = [1.0] * 100_000
-    prices[87_654] = -1.0  # violates CHECK (price >= 0)
-    bad = parquet(tmp_path / "bad.parquet", "DE", 100_000, "new", prediction=prices)
-    with pytest.raises(InvalidSpecError, match="price_check") as info:
-        writer({"DE": bad}, batch_rows=10_000).execute(CTX)
-    assert "Nothing was written" in str(info.value)
-    assert ".." not in str(info.value)
-    assert snapshot(db) == before
+def test_a_constraint_violation_deep_in_the_load_rolls_back_everything(erp: ErpDb, tmp_path: Path) -> None:
+    erp_cases.constraint_violation_rolls_back(erp, tmp_path, match="price_check")
 
 
 # -- 4. two concurrent writers: exactly one input, whole ------------------------------------------------
 
 
-def test_two_concurrent_writers_end_with_exactly_one_input(db: Any, tmp_path: Path) -> None:
-    sizes = {"a": 3000, "b": 2900}
-    files = {s: parquet(tmp_path / f"{s}.parquet", "DE", n, s) for s, n in sizes.items()}
-    writer({"DE": files["a"]}).execute(CTX)
-    for round_ in range(5):
-        barrier = threading.Barrier(2)
-        errors: list[BaseException] = []
-
-        def run(source: str, barrier: threading.Barrier = barrier, errors: list[BaseException] = errors) -> None:
-            try:
-                barrier.wait()
-                writer({"DE": files[source]}, batch_rows=500).execute(CTX)
-            except BaseException as e:
-                errors.append(e)
-
-        threads = [threading.Thread(target=run, args=(s,)) for s in sizes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not errors, errors
-        rows = query(db, "SELECT source, count(*) FROM prices WHERE country = 'DE' GROUP BY 1")
-        assert len(rows) == 1, (round_, rows)
-        assert rows[0][1] == sizes[rows[0][0]], (round_, rows)
+def test_two_concurrent_writers_end_with_exactly_one_input(erp: ErpDb, tmp_path: Path) -> None:
+    erp_cases.concurrent_writers_end_with_one_input(erp, tmp_path)
 
 
 # -- 5. bad inputs: a clear error naming the thing, nothing written ----------------------------------------
 
 
-def _bad_cases(tmp_path: Path) -> list[tuple[str, dict[str, Any], str]]:
-    n = 20
-    nan = [1.0] * n
-    nan[7] = math.nan
-    dup = list(range(n))
-    dup[5] = 3
-
-    def de(name: str, rows: int = n, **columns: Any) -> dict[str, str]:
-        return {"DE": parquet(tmp_path / f"{name}.parquet", "DE", rows, **columns)}
-
-    unknown = parquet(tmp_path / "k.parquet", ["DE"] * 10 + ["XX"] * 10, n)
-    no_price = {"sku": "sku", "country": "country"}
-    return [
-        ("null in NOT NULL", {"input_path": de("m", prediction=[None] * n)}, r"Row 0 .*'price'.*NOT NULL"),
-        ("missing column", {"input_path": de("m2"), "column_map": no_price}, r"\['price'\]"),
-        ("incompatible type", {"input_path": de("t", sku=[str(i) for i in range(n)])}, r"'sku'.*string.*bigint"),
-        ("NaN in NOT NULL", {"input_path": de("nan", prediction=nan)}, r"Row 7 of .*nan\.parquet.*'price'.*NOT NULL"),
-        ("unknown key", {"input_path": unknown, "keys": ["DE"]}, r"Row 10 .*key 'XX'.*\['DE'\]"),
-        ("duplicate PK", {"input_path": de("d", sku=dup)}, r"duplicate primary keys.*'sku': '3'.*2 times"),
-        ("empty dataset", {"input_path": de("e", 0)}, "holds no rows"),
-        ("missing table", {"table": "nope", "input_path": de("ok")}, "Table nope does not exist"),
-    ]
-
-
-def test_each_bad_input_gives_a_clear_error_and_writes_nothing(db: Any, tmp_path: Path) -> None:
-    writer({"DE": parquet(tmp_path / "seed.parquet", "DE", 20, "seed")}).execute(CTX)
-    before = snapshot(db)
-    for name, kwargs, pattern in _bad_cases(tmp_path):
-        with pytest.raises(InvalidSpecError, match=pattern) as info:
-            writer(**kwargs).execute(CTX)
-        assert ".." not in str(info.value), name
-        assert snapshot(db) == before, name
+def test_each_bad_input_gives_a_clear_error_and_writes_nothing(erp: ErpDb, tmp_path: Path) -> None:
+    erp_cases.bad_inputs_write_nothing(erp, tmp_path)
 
 
 @pytest.mark.parametrize(
