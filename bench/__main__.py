@@ -10,7 +10,17 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 import shutil
 import sys
 
-from bench import batch_predict, endpoint, fanout, imports, launch_overhead, requests_per_poke, slot_seconds
+from bench import (
+    batch_predict,
+    endpoint,
+    erp_write,
+    fanout,
+    imports,
+    ingest,
+    launch_overhead,
+    requests_per_poke,
+    slot_seconds,
+)
 from bench.common import Row, table
 from scripts.testbed import TESTBED
 
@@ -40,6 +50,12 @@ def main() -> int:
     rows += endpoint.run(base / "endpoint")  # starts and stops its own MLflow server
     print(table(rows[-4:]), flush=True)
     rows += batch_predict.run(base / "batch-predict")
+    print(table(rows[-4:]), flush=True)
+    erp_rows = erp_write.run(base / "erp")  # the local PostgreSQL and MariaDB
+    rows += erp_rows
+    print(table(erp_rows), flush=True)
+    rows += ingest.run(base / "ingest")  # the local MariaDB
+    print(table(rows[-4:]), flush=True)
     print("\n## airflow-ml-provider benchmarks (lower ratio is better)\n")
     print(table(rows))
     return 0

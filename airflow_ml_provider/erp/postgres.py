@@ -11,7 +11,10 @@ What :meth:`PostgresErpWriter.replace` does, on one connection of the postgres p
 3. ``COPY staging FROM STDIN (FORMAT csv)`` fed by :class:`CsvStream`, which turns one record batch
    at a time into CSV (pyarrow's writer): memory is bounded by the batch. psycopg2 reads the
    stream (``copy_expert``); with psycopg 3 each batch's CSV is written to ``cursor.copy``.
-4. Duplicate primary keys, in SQL on the staging table.
+4. Duplicate primary keys: when the checked columns are the table's primary key, the INSERT of
+   step 6 refuses them (behind a savepoint, after which a query on the staging table names them);
+   other columns are checked in SQL on the staging table here. Checking only on failure saves a
+   sort of the whole input on every write (about 10% of a 1M-row write).
 5. Old (target) and new (staging) row counts per key; the drop guard may raise.
 6. ``DELETE FROM target WHERE (keys) IN (...)`` and ``INSERT INTO target (...) SELECT ... FROM
    staging``; the target's constraints apply here. Then one commit.
@@ -155,7 +158,10 @@ class PostgresErpWriter(ErpWriter):
                 if keys is None:
                     keys = self._staged_keys(cur, q, staging, job.key_columns)
                     self._lock(cur, job.table, keys)
-                if job.primary_key:
+                # The table's own primary key refuses duplicates in the INSERT below: the query that names
+                # them runs only then. Another set of columns is checked here, before anything changes.
+                enforced = set(job.primary_key) == set(job.table.primary_key)
+                if job.primary_key and not enforced:
                     self._check_duplicates(cur, q, staging, job)
                 counts = self._counts(cur, q, target, staging, job.key_columns, keys)
                 job.guard(counts)
@@ -166,7 +172,14 @@ class PostgresErpWriter(ErpWriter):
                         ),
                         [v for key in keys for v in key],
                     )
-                cur.execute(q.sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, cols, cols, staging))
+                cur.execute("SAVEPOINT ml_erp_insert")
+                try:
+                    cur.execute(q.sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, cols, cols, staging))
+                except driver.IntegrityError:
+                    if job.primary_key and enforced:  # duplicates in the input, or a clash with other rows?
+                        cur.execute("ROLLBACK TO SAVEPOINT ml_erp_insert")
+                        self._check_duplicates(cur, q, staging, job)
+                    raise
             conn.commit()
         except (driver.IntegrityError, driver.DataError) as e:
             conn.rollback()
