@@ -20,11 +20,9 @@ write the table holds a previous set of the same keys (1M rows, restored, vacuum
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -227,24 +225,15 @@ def raw_copy(url: str, src: Path) -> None:
         copy_rows(conn, "prices", src)
 
 
-#: Runs in a fresh interpreter: imports and a tiny write first, then VmHWM (the peak resident set,
-#: which clear_refs resets; ru_maxrss cannot be reset) is reset to the current RSS, so the growth
-#: is what writing the dataset costs. Prints one JSON line.
-_PEAK_SCRIPT = """
-import json, sys, time
+#: Run before the peak is reset (imports and a tiny write), so the growth is what writing the dataset costs.
+_PEAK_SETUP = """
 src, warm = sys.argv[1:3]
 import pyarrow, pyarrow.csv, pyarrow.parquet
 from bench.erp_write import PG_CONN, _operator
 _operator(PG_CONN, warm, table="prices_warm").execute({})
-def peak():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-baseline = peak()
-started = time.perf_counter()
-rows = _operator(PG_CONN, src).execute({})["rows"]
-print(json.dumps({"baseline": baseline, "peak": peak(), "seconds": time.perf_counter() - started, "rows": rows}))
+"""
+_PEAK_MEASURED = """
+extra = {"rows": _operator(PG_CONN, src).execute({})["rows"]}
 """
 
 
@@ -255,21 +244,9 @@ def peak_rss(src: Path, warm: Path) -> dict[str, float]:
     :param warm: a tiny dataset written first, into ``prices_warm``, before the peak is reset.
     :return: ``{"baseline", "peak", "growth", "seconds", "rows"}``.
     """
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _PEAK_SCRIPT, str(src), str(warm)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"peak-RSS subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["growth"] = result["peak"] - result["baseline"]
-    return result
+    from scripts.testbed.peak_rss import peak_rss_growth
+
+    return peak_rss_growth(_PEAK_SETUP, _PEAK_MEASURED, [str(src), str(warm)])
 
 
 def _postgres_measure(db: _Postgres, base: Path) -> dict[str, Any]:

@@ -318,7 +318,8 @@ class ErpWriteOperator(BaseOperator):
                 )
             if key is not None and len(key_columns) == 1:
                 files = [
-                    f if any(name == key_columns[0] for name, _ in f.partitions)
+                    f
+                    if any(name == key_columns[0] for name, _ in f.partitions)
                     else f._replace(partitions=(*f.partitions, (key_columns[0], key)))
                     for f in files
                 ]

@@ -148,35 +148,27 @@ def log_local_models(store: Path) -> LocalModels:
     return LocalModels(store, mlflow_conn_json(store), model, f"runs:/{run.info.run_id}/model")
 
 
-#: Runs in a fresh interpreter: everything is imported and the model loaded once, then the peak
-#: RSS (Linux VmHWM) is reset to the current RSS, so the growth is what scoring the data costs
-#: (import-time peaks excluded). Prints one JSON line.
-_PEAK_SCRIPT = """
-import json, os, sys, time
-mode, conn_json, model_uri, src, dst, chunk = sys.argv[1:7]
-os.environ[{env!r}] = conn_json
+#: Run before the peak is reset: everything imported and the model loaded once, so the growth is what
+#: scoring the data costs (import-time peaks excluded).
+_PEAK_SETUP = """
+import os
+mode, conn_json, model_uri, src, dst, chunk, env_name = sys.argv[1:8]
+os.environ[env_name] = conn_json
 import mlflow.pyfunc, numpy, pandas, pyarrow.parquet, sklearn
 from airflow_ml_provider.hooks.mlflow import MlflowHook
 from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
 with MlflowHook().scoped():
     model = mlflow.pyfunc.load_model(model_uri)
-def peak():
-    # VmHWM, the peak resident set, which clear_refs resets; ru_maxrss cannot be reset
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-baseline = peak()
-started = time.perf_counter()
+"""
+_PEAK_MEASURED = """
 if mode == "operator":
     MlflowBatchPredictOperator(task_id="score", model_uri=model_uri, input_path=src, output_path=dst,
-                               chunk_rows=int(chunk)).execute({{}})
+                               chunk_rows=int(chunk)).execute({})
 else:  # the script the operator replaces: read everything, predict, write
     frame = pandas.read_parquet(src)
     frame["prediction"] = model.predict(frame)
     os.makedirs(dst, exist_ok=True)
     frame.to_parquet(os.path.join(dst, "part-00000.parquet"), index=False)
-print(json.dumps({{"baseline": baseline, "peak": peak(), "seconds": time.perf_counter() - started}}))
 """
 
 
@@ -185,22 +177,6 @@ def peak_rss_growth(mode: str, conn_json: str, model_uri: str, src: str, dst: st
 
     Returns ``{"baseline", "peak", "growth", "seconds"}``.
     """
-    import subprocess
-    import sys
+    from scripts.testbed.peak_rss import peak_rss_growth as measure
 
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": root, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore"}
-    args = [mode, conn_json, model_uri, src, dst, str(chunk_rows)]
-    proc = subprocess.run(
-        [sys.executable, "-c", _PEAK_SCRIPT.format(env=CONN_ENV), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"peak-RSS subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["growth"] = result["peak"] - result["baseline"]
-    return result
+    return measure(_PEAK_SETUP, _PEAK_MEASURED, [mode, conn_json, model_uri, src, dst, str(chunk_rows), CONN_ENV])
