@@ -20,6 +20,8 @@ Permanent (fix something first; retrying cannot help):
   (another namespace); it is left alone.
 * :class:`DropGuardError` -- an ERP write would replace a key's rows with too few new ones (the
   drop guard); ``keys`` names the keys, for the failure notifiers.
+* :class:`DataQualityGateError` -- the EDA report's thresholds failed (e.g. a label's null rate);
+  ``reasons`` lists each failed check, and the report is written before it is raised.
 * :class:`MissingExtraError` -- a Python module that one of the provider's extras installs is
   missing on this machine; the message names the module and the ``pip install`` command.
 
@@ -152,6 +154,19 @@ class DropGuardError(PermanentError):
     def __init__(self, message: str, *, keys: list[str]) -> None:
         super().__init__(message)
         self.keys = list(keys)
+
+
+class DataQualityGateError(PermanentError):
+    """The EDA report's data-quality gate failed (the report was written first).
+
+    :param message: the dataset, every failed check (column or partition, value, threshold) and the
+        report's path.
+    :param reasons: the failed checks, one sentence each.
+    """
+
+    def __init__(self, message: str, *, reasons: list[str]) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons)
 
 
 class WebhookError(MlProviderError):

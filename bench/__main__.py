@@ -12,6 +12,7 @@ import sys
 
 from bench import (
     batch_predict,
+    eda,
     endpoint,
     erp_write,
     fanout,
@@ -54,6 +55,8 @@ def main() -> int:
     erp_rows = erp_write.run(base / "erp")  # the local PostgreSQL and MariaDB
     rows += erp_rows
     print(table(erp_rows), flush=True)
+    rows += eda.run(base / "eda")  # local Parquet only
+    print(table(rows[-5:]), flush=True)
     rows += ingest.run(base / "ingest")  # the local MariaDB
     print(table(rows[-4:]), flush=True)
     print("\n## airflow-ml-provider benchmarks (lower ratio is better)\n")

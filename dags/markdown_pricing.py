@@ -5,6 +5,8 @@ Monday the run is scheduled for, or the moment it was triggered):
 
 1. `wait_for_sales` waits, in the triggerer, for `<week>/sales/_SUCCESS` under `marker_root`
    (`hdfs:///…` through the `ml_hdfs_default` connection; empty: the local `file://<data_root>`).
+   Beside training, `sales_report` writes the week's data report (row counts, null rates,
+   distributions per country; `<week>/sales/_eda/report.html`); a failed check only warns.
 2. `plan_groups` splits the countries into as many groups as the `markdown_pricing` pool has
    slots (4; sizes differ by at most one, order kept).
 3. `train_and_predict` runs one container job per group (dynamic task mapping) on the engine
@@ -87,6 +89,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 from airflow_ml_provider.hooks.container import ContainerJobHook
 from airflow_ml_provider.notifications.webhook import WebhookNotifier
 from airflow_ml_provider.operators.container import ContainerJobOperator
+from airflow_ml_provider.operators.eda import EdaReportOperator
 from airflow_ml_provider.operators.erp_writer import ErpWriteOperator
 from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
 
@@ -275,7 +278,17 @@ with DAG(
         return paths
 
     predictions = collect_predictions(train.output, countries="{{ params.countries }}")
-    wait_for_sales >> commands
+    # The week's data report beside training, not before it: as in the seed, training runs whatever
+    # the report says (a failed gate only warns; a broken report fails the run, not the training).
+    sales_report = EdaReportOperator(
+        task_id="sales_report",
+        input_path="{{ params.data_root }}/" + WEEK + "/sales",
+        title="Markdown pricing sales, week " + WEEK,
+        max_null_rate={"units_sold": 0.05},
+        fail_on_gate=False,
+        retries=0,
+    )
+    wait_for_sales >> [commands, sales_report]
 
     @task(retries=0)
     def plan_erp_writes(predictions: Any, groups: Any) -> list[dict[str, str]]:

@@ -183,6 +183,10 @@ def test_markdown_pricing_runs_end_to_end_into_the_erp(
         assert (LAKE / WEEK / "predictions" / f"country={country}" / "_SUCCESS").is_file()
     assert "markdown_train: start countries=DE,FR,IT" in output
     assert "markdown_train: done countries=PL,NL" in output
+    report = xcoms[("sales_report", -1, "return_value")]
+    assert report["rows"] == SKUS * len(COUNTRIES)
+    assert report["gate"]["passed"] is True
+    assert (LAKE / WEEK / "sales" / "_eda" / "report.html").is_file()
 
     # ERP: two write tasks (sorted countries split in two), each country's rows replaced, a first run.
     writes = [xcoms[("write_to_erp", i, "return_value")] for i in range(2)]
