@@ -308,8 +308,8 @@ def get_provider_info() -> dict[str, Any]:
             "Run ML pipelines in Airflow: an HDFS _SUCCESS marker sensor, container jobs on Docker, Docker Swarm "
             "and DC/OS Metronome, and MLflow model registration, promotion, Docker deployment and batch "
             "prediction (pandas or Spark), an ERP writer that replaces predictions per key in one PostgreSQL, "
-            "MariaDB/MySQL or SQLite transaction with a drop guard, a data report (EDA) with a quality gate, and "
-            "failure alerts by e-mail and webhook."
+            "MariaDB/MySQL or SQLite transaction with a drop guard, SQL ingest into partitioned Parquet, a data "
+            "report (EDA) with a quality gate, and failure alerts by e-mail and webhook."
         ),
         "documentation-url": documentation_url(),
         "versions": [__version__],
@@ -332,6 +332,11 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "ERP databases",
                 "external-doc-url": "https://www.postgresql.org/docs/current/sql-copy.html",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "SQL ingest",
+                "external-doc-url": "https://parquet.apache.org/docs/",
                 "tags": ["software"],
             },
             {
@@ -371,6 +376,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             {"integration-name": "ERP databases", "python-modules": ["airflow_ml_provider.operators.erp_writer"]},
             {"integration-name": "Data profiling (EDA)", "python-modules": ["airflow_ml_provider.operators.eda"]},
+            {"integration-name": "SQL ingest", "python-modules": ["airflow_ml_provider.operators.ingest"]},
         ],
         "sensors": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.sensors.hdfs"]}],
         "triggers": [

@@ -189,6 +189,18 @@ class Storage(abc.ABC):
 
     # -- shared on top of them ---------------------------------------------------------------
 
+    def read_bytes(self, path: str, scratch: str) -> bytes | None:
+        """A small file's bytes (read whole: for markers and state files); ``None`` if it is not a file.
+
+        :param path: the file.
+        :param scratch: a local directory the backend may copy the file through.
+        """
+        info = self.stat(path)
+        if info is None or info.kind != "FILE":
+            return None
+        with self._local_copy(DataFile(path, info.size), scratch) as local, open(local, "rb") as f:
+            return f.read()
+
     def list_dataset(self, path: str) -> list[DataFile] | None:
         """The dataset's data files (see the module docstring), or ``None`` if ``path`` does not exist."""
         info = self.stat(path)
@@ -273,10 +285,20 @@ class Staging:
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[str]:
-        """A local path to write the part file ``name`` to; it is in the staging directory afterwards."""
-        if "/" in name or is_hidden(name):
-            raise MlProviderError(f"Part file name {name!r} must be a plain, non-hidden file name.")
-        with self.storage._write_part(self.path, name, self.scratch) as local:
+        """A local path to write the part file ``name`` to; it is in the staging directory afterwards.
+
+        :param name: a file name, or a relative path such as ``country=DE/part-0.parquet`` (its
+            directories are created); no segment may be empty, hidden (``_x``, ``.x``) or ``..``.
+        """
+        segments = name.split("/")
+        if any(not seg or seg == ".." or is_hidden(seg) for seg in segments):
+            raise MlProviderError(
+                f"Part file name {name!r} must be a file name or a relative path of non-hidden names."
+            )
+        directory = posixpath.join(self.path, *segments[:-1])
+        if len(segments) > 1:
+            self.storage.makedirs(directory)
+        with self.storage._write_part(directory, segments[-1], self.scratch) as local:
             yield local
         self.parts.append(name)
 

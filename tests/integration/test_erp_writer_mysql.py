@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ import pytest
 import structlog
 
 from airflow_ml_provider.exceptions import ConnectionConfigError, DropGuardError, InvalidSpecError
-from tests.conftest import service_unavailable
-from tests.integration import erp_cases
+from tests.integration import databases, erp_cases
 from tests.integration.erp_cases import CTX, ErpDb, parquet
 
 pytestmark = pytest.mark.integration
@@ -56,22 +54,8 @@ def _connect(db: str = "", **kwargs: Any) -> Any:
 def account() -> Iterator[tuple[str, str]]:
     """(database, user): a database of this module's own and a user with :data:`SECRET` allowed only
     on it; both dropped at the end."""
-    name = f"erp_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = _connect()
-    except Exception as e:
-        service_unavailable(f"MariaDB at {HOST}:{PORT} is not reachable as {ADMIN}: {e}")
-    admin.autocommit(True)
-    cur = admin.cursor()
-    cur.execute(f"CREATE DATABASE `{name}`")
-    cur.execute(f"CREATE USER `{name}`@'{HOST}' IDENTIFIED BY %s", (SECRET,))
-    cur.execute(f"GRANT ALL ON `{name}`.* TO `{name}`@'{HOST}'")
-    try:
+    with databases.mariadb_database("erp_test", password=SECRET, grant="ALL") as name:
         yield name, name
-    finally:
-        cur.execute(f"DROP USER IF EXISTS `{name}`@'{HOST}'")
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
 
 
 def _set_conn(monkeypatch: pytest.MonkeyPatch, account: tuple[str, str], port: int = PORT, **extra: Any) -> None:

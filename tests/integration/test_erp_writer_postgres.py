@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ import structlog
 
 from airflow_ml_provider.exceptions import DropGuardError, InvalidSpecError
 from airflow_ml_provider.operators.erp_writer import ErpWriteOperator
-from tests.conftest import service_unavailable
-from tests.integration import erp_cases
+from tests.integration import databases, erp_cases
 from tests.integration.conftest import admin_client, set_hdfs_conn
 from tests.integration.erp_cases import CTX, ErpDb, messages, parquet
 
@@ -54,20 +52,8 @@ def _connect(dbname: str) -> Any:
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     """A database of this module's own, dropped at the end."""
-    name = f"erp_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = _connect("postgres")
-    except Exception as e:
-        service_unavailable(f"PostgreSQL at {HOST}:{PORT} is not reachable: {e}")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
+    with databases.postgres_database("erp_test") as name:
         yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 @pytest.fixture

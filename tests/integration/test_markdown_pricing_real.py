@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, TESTBED, service_unavailable
+from tests.conftest import ROOT, TESTBED
+from tests.integration import databases
 from tests.integration.conftest import running_airflow
 
 pytestmark = pytest.mark.integration
@@ -66,23 +66,12 @@ def erp() -> Iterator[str]:
     dag_module = importlib.import_module("dags.markdown_pricing")
     ddl = dag_module.ERP_TABLE_DDL.format(table=dag_module.DEFAULT_ERP_TABLE)
 
-    name = f"mp_erp_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = _pg("postgres")
-    except Exception as e:
-        service_unavailable(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {e}")
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn = _pg(name)
-    with conn.cursor() as cur:
-        cur.execute(ddl)
-    conn.close()
-    try:
+    with databases.postgres_database("mp_erp") as name:
+        conn = _pg(name)
+        with conn.cursor() as cur:
+            cur.execute(ddl)
+        conn.close()
         yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def erp_conn_env(database: str) -> dict[str, str]:

@@ -171,3 +171,32 @@ def test_no_namenode_is_unavailable_not_refused() -> None:
     assert info.value.retryable is True
     with pytest.raises(StorageUnavailableError):
         backend.stat("/x")
+
+
+def test_parts_in_partition_directories_and_small_file_reads(storage: tuple[Storage, str], tmp_path: Path) -> None:
+    """``Staging.part`` takes ``country=DE/part-0.parquet`` (the directory is made), refuses hidden or
+    climbing segments; ``read_bytes`` reads a small file whole, ``None`` for a missing one or a directory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_ml_provider.exceptions import MlProviderError
+
+    backend, root = storage
+    with backend.staged(f"{root}/parts") as staging:
+        for country in ("DE", "FR"):
+            with staging.part(f"country={country}/part-0.parquet") as local:
+                pq.write_table(pa.table({"x": [1, 2]}), local)
+        for bad in ("_tmp/part-0.parquet", "../escape.parquet", "a//b.parquet", ".hidden"):
+            with pytest.raises(MlProviderError, match="non-hidden"), staging.part(bad):
+                pass
+        staging.publish()
+    files = backend.list_dataset(f"{root}/parts")
+    assert files is not None
+    assert [(f.path.rsplit("/", 2)[-2], dict(f.partitions)) for f in files] == [
+        ("country=DE", {"country": "DE"}),
+        ("country=FR", {"country": "FR"}),
+    ]
+    backend.write_bytes(f"{root}/parts/_state.json", b'{"a": 1}')
+    assert backend.read_bytes(f"{root}/parts/_state.json", str(tmp_path)) == b'{"a": 1}'
+    assert backend.read_bytes(f"{root}/parts/_missing.json", str(tmp_path)) is None
+    assert backend.read_bytes(f"{root}/parts", str(tmp_path)) is None
