@@ -153,6 +153,10 @@ def print_erp_rows(erp: Path, week: str, countries: list[str], counts: dict[str,
         uplift = revenue / max(baseline, 1e-9) - 1
         old = counts.get(country, {}).get("old", "?")
         print(f"{country:7}  {n:4}  {old:>8}  {markdown:25.1%}  {uplift:+31.1%}")
+    print(
+        "uplift: expected revenue over each SKU's remaining season at the recommended markdown vs the same SKUs "
+        "at full price (no markdown), same stock"
+    )
     missing = sorted(set(countries) - {r[0] for r in rows})
     if missing:
         print(f"demo: no ERP rows for {', '.join(missing)}", file=sys.stderr)

@@ -23,5 +23,10 @@ Modules:
 * :mod:`airflow_ml_provider.jobs.markdown_model`: its LightGBM model: fit, next week's state,
   the revenue-maximizing markdown.
 * :mod:`airflow_ml_provider.jobs.synthetic`: a synthetic weekly sales dataset in the layout the
-  training job reads, for tests and demos.
+  training job reads, for tests and demos (the calibrated demand model).
+* :mod:`airflow_ml_provider.jobs.synthetic_seed`: the same data as a ``sales`` table in a source
+  database. The one exception to the rules above: it runs on the Airflow side (``python -m
+  airflow_ml_provider.jobs.synthetic seed``) and imports Airflow and this provider's ERP writer
+  inside its functions only, so the image can still import the package; in the image the
+  subcommand exits with a clear error.
 """
