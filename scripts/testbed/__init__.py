@@ -25,3 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 #: Scratch space of the real services the bed starts (ignored by git).
 TESTBED = ROOT / ".testbed"
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists and is not a zombie (read from ``/proc``; Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -50,6 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from scripts.testbed import pid_alive
 from scripts.testbed.loopback_http import free_port
 
 #: The components of an Airflow 3 deployment, in start order, with their CLI arguments.
@@ -106,15 +107,6 @@ def _pids_with_env(marker: bytes) -> list[int]:
         if marker in environ.split(b"\0"):
             pids.append(int(entry.name))
     return pids
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -462,7 +454,7 @@ class AirflowBed:
             escalated = False
             runner_gone_since: float | None = None
             while (now := time.monotonic()) < deadline:
-                live = [pid for pid in members | set(_pids_with_env(marker)) if _pid_alive(pid)]
+                live = [pid for pid in members | set(_pids_with_env(marker)) if pid_alive(pid)]
                 if all(p.poll() is not None for p in procs.values()) and not live:
                     break
                 if not escalated and now > deadline - STOP_GRACE / 2:
@@ -506,7 +498,7 @@ class AirflowBed:
 
     def pids(self) -> list[int]:
         """PIDs of the live processes this bed started: the components and everything they spawned."""
-        return [pid for pid in _pids_with_env(f"{MARKER_VAR}={self._bed_id}".encode()) if _pid_alive(pid)]
+        return [pid for pid in _pids_with_env(f"{MARKER_VAR}={self._bed_id}".encode()) if pid_alive(pid)]
 
     @staticmethod
     def _signal_groups(procs: dict[str, subprocess.Popen[bytes]], sig: signal.Signals) -> None:

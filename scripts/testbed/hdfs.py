@@ -37,7 +37,7 @@ from xml.sax.saxutils import escape
 
 import requests
 
-from scripts.testbed import hadoop_dist
+from scripts.testbed import hadoop_dist, pid_alive
 
 NAMENODE_CLASS = "org.apache.hadoop.hdfs.server.namenode.NameNode"
 DATANODE_CLASS = "org.apache.hadoop.hdfs.server.datanode.DataNode"
@@ -151,19 +151,6 @@ def _java() -> str:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie counts as dead
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _kill_group(pid: int, sig: int) -> None:
     """Signal the process group led by ``pid`` (every daemon is started in its own session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -190,15 +177,15 @@ def kill_stale(base_dir: Path) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if marker in cmdline and _alive(pid):
+        if marker in cmdline and pid_alive(pid):
             victims.append(pid)
     for pid in victims:
         _kill_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + _STOP_GRACE
-    while any(_alive(p) for p in victims) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in victims) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in victims:
-        if _alive(pid):
+        if pid_alive(pid):
             _kill_group(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return victims

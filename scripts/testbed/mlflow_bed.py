@@ -51,6 +51,7 @@ from pathlib import Path
 
 import requests
 
+from scripts.testbed import pid_alive
 from scripts.testbed.loopback_http import free_port
 
 LOG_TAIL_LINES = 60
@@ -163,15 +164,10 @@ def _read_pid_file(base_dir: Path) -> tuple[int, int | None] | None:
     return parts[0], (parts[1] if len(parts) > 1 else None)
 
 
-def _pid_alive(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
 def in_use(base_dir: Path) -> bool:
     """A server runs from ``base_dir`` and the process that started it (another test session) is alive."""
     found = _read_pid_file(base_dir)
-    return found is not None and (found[1] is None or _pid_alive(found[1]))
+    return found is not None and (found[1] is None or pid_alive(found[1]))
 
 
 def kill_stale(base_dir: Path) -> bool:
@@ -201,7 +197,7 @@ def clean_sessions(root: Path) -> None:
         return
     for d in root.glob("session-*"):
         owner = d.name.removeprefix("session-")
-        if owner.isdigit() and _pid_alive(int(owner)):
+        if owner.isdigit() and pid_alive(int(owner)):
             continue
         if d.is_dir() and not in_use(d):
             kill_stale(d)

@@ -8,11 +8,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES
+from scripts.testbed import pid_alive
 from scripts.testbed.counting_proxy import CountingProxy
 from tests.conftest import TESTBED, service_unavailable
 
@@ -45,13 +47,28 @@ def running_airflow(
         airflow.stop()
 
 
+def _session_dir(root: Path) -> Path:
+    """``root/session-<pid>`` for this test session, made empty; dead sessions' directories are removed
+    (their leftover daemons killed first). Two sessions at once (CI beside a developer's run) each get
+    their own, so one never kills or overwrites the other's daemons."""
+    from scripts.testbed import hdfs as bed
+
+    for old in root.glob("session-*"):
+        owner = old.name.removeprefix("session-")
+        if owner.isdigit() and int(owner) != os.getpid() and pid_alive(int(owner)):
+            continue
+        bed.kill_stale(old)
+        shutil.rmtree(old, ignore_errors=True)
+    base = root / f"session-{os.getpid()}"
+    base.mkdir(parents=True)
+    return base
+
+
 def _start(kind: str) -> Any:
     try:
         from scripts.testbed import hdfs as bed
 
-        base = TESTBED / f"hdfs-{kind}"
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
+        base = _session_dir(TESTBED / f"hdfs-{kind}")
         return bed.start_single(base) if kind == "single" else bed.start_ha(base)
     except Exception as e:  # any failure to start is "service unavailable"
         service_unavailable(f"could not start the {kind} HDFS test bed: {type(e).__name__}: {e}")
