@@ -6,6 +6,7 @@ Nothing here ships in the wheel. Tests (``tests/``), benchmarks (``bench/``) and
 * ``hdfs`` / ``hadoop_dist`` -- Hadoop 2.7.3 NameNode/DataNode (single and HA) from cached jars;
 * ``docker_bed`` / ``serve_image`` -- dockerd, the one-node Swarm and the locally built images;
 * ``mlflow_bed`` -- a real ``mlflow server``; ``predict_data`` -- small models and Parquet data;
+* ``spark_bed`` -- a Spark standalone Master and Worker from the venv's ``pyspark``;
 * ``metronome_server`` -- a DC/OS Metronome v1 test server;
 * ``airflow_bed`` -- scheduler, triggerer, dag-processor and API server in a throwaway home;
 * ``browser`` -- Debian's Chromium driven headless by Playwright against a bed's Airflow UI;

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import json
 import os
 import pwd
@@ -37,7 +36,8 @@ from xml.sax.saxutils import escape
 
 import requests
 
-from scripts.testbed import hadoop_dist, pid_alive
+from scripts.testbed import hadoop_dist
+from scripts.testbed.procs import kill_pids, processes_mentioning, stop_groups
 
 NAMENODE_CLASS = "org.apache.hadoop.hdfs.server.namenode.NameNode"
 DATANODE_CLASS = "org.apache.hadoop.hdfs.server.datanode.DataNode"
@@ -52,7 +52,6 @@ JVM_FLAGS = (
     "-Djava.net.preferIPv4Stack=true",
 )
 LOG_TAIL_LINES = 40
-_STOP_GRACE = 10.0
 
 _LOG4J = """\
 log4j.rootLogger=INFO,console
@@ -151,12 +150,6 @@ def _java() -> str:
     return found
 
 
-def _kill_group(pid: int, sig: int) -> None:
-    """Signal the process group led by ``pid`` (every daemon is started in its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
 def kill_stale(base_dir: Path) -> list[int]:
     """Kill daemons recorded in ``base_dir/pids`` that still run from this ``base_dir``.
 
@@ -166,27 +159,13 @@ def kill_stale(base_dir: Path) -> list[int]:
     pid_file = base_dir / "pids"
     if not pid_file.is_file():
         return []
-    marker = str(base_dir.resolve()).encode()
+    alive = set(processes_mentioning(base_dir))
     victims: list[int] = []
     for line in pid_file.read_text().splitlines():
         parts = line.split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in cmdline and pid_alive(pid):
-            victims.append(pid)
-    for pid in victims:
-        _kill_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_GRACE
-    while any(pid_alive(p) for p in victims) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in victims:
-        if pid_alive(pid):
-            _kill_group(pid, signal.SIGKILL)
+        if len(parts) >= 2 and parts[1].isdigit() and int(parts[1]) in alive:
+            victims.append(int(parts[1]))
+    kill_pids(victims)
     pid_file.unlink(missing_ok=True)
     return victims
 
@@ -298,19 +277,7 @@ class HdfsCluster:
         os.replace(tmp, self.base_dir / "pids")
 
     def _stop_daemons(self, names: list[str]) -> None:
-        procs = [d.proc for n in names if (d := self._daemons.get(n)) is not None and d.proc is not None]
-        for p in procs:
-            if p.poll() is None:
-                _kill_group(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _kill_group(p.pid, signal.SIGKILL)
-                p.wait(5)
-            # setsid: the JVM leads its group; reap anything it may have left in it
-            _kill_group(p.pid, signal.SIGKILL)
+        stop_groups([d.proc for n in names if (d := self._daemons.get(n)) is not None and d.proc is not None])
 
     def stop(self) -> None:
         """Terminate all the cluster's JVMs (SIGTERM, then SIGKILL) and wait for them; idempotent."""

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +47,15 @@ def running_airflow(
         airflow.stop()
 
 
-def _session_dir(root: Path) -> Path:
+def _session_dir(root: Path, kill_stale: Callable[[Path], object]) -> Path:
     """``root/session-<pid>`` for this test session, made empty; dead sessions' directories are removed
-    (their leftover daemons killed first). Two sessions at once (CI beside a developer's run) each get
-    their own, so one never kills or overwrites the other's daemons."""
-    from scripts.testbed import hdfs as bed
-
+    (their leftover daemons killed first by the bed's ``kill_stale(dir)``). Two sessions at once (CI
+    beside a developer's run) each get their own, so one never kills or overwrites the other's daemons."""
     for old in root.glob("session-*"):
         owner = old.name.removeprefix("session-")
         if owner.isdigit() and int(owner) != os.getpid() and pid_alive(int(owner)):
             continue
-        bed.kill_stale(old)
+        kill_stale(old)
         shutil.rmtree(old, ignore_errors=True)
     base = root / f"session-{os.getpid()}"
     base.mkdir(parents=True)
@@ -68,7 +66,7 @@ def _start(kind: str) -> Any:
     try:
         from scripts.testbed import hdfs as bed
 
-        base = _session_dir(TESTBED / f"hdfs-{kind}")
+        base = _session_dir(TESTBED / f"hdfs-{kind}", bed.kill_stale)
         return bed.start_single(base) if kind == "single" else bed.start_ha(base)
     except Exception as e:  # any failure to start is "service unavailable"
         service_unavailable(f"could not start the {kind} HDFS test bed: {type(e).__name__}: {e}")
@@ -187,3 +185,18 @@ def mlflow_conn(mlflow_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield "ml_mlflow_default"
     leaked = [name for name in SCOPED_VARIABLES if name in os.environ]
     assert leaked == [], f"MLflow variables left in the environment: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def spark_standalone() -> Iterator[Any]:
+    """A real Spark standalone cluster (one Master, one Worker with 2 cores / 2 GB) on 127.0.0.1
+    from the venv's ``pyspark``, under ``.testbed/spark/session-<pid>``; directories of dead
+    sessions are removed first (their leftover JVMs killed)."""
+    try:
+        from scripts.testbed import spark_bed
+
+        cluster = spark_bed.start_spark(_session_dir(TESTBED / "spark", spark_bed.kill_stale))
+    except Exception as e:  # any failure to start is "service unavailable"
+        service_unavailable(f"could not start the Spark standalone test bed: {type(e).__name__}: {e}")
+    yield cluster
+    cluster.stop()
