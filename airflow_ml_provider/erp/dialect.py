@@ -26,21 +26,54 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_ml_provider.erp.drop_guard import KeyCount
 from airflow_ml_provider.erp.identifiers import TableName
+from airflow_ml_provider.exceptions import InvalidSpecError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 #: Joins the values of several key columns into one key text (``DE|2026-W48``).
 KEY_SEPARATOR = "|"
+#: How many duplicate primary keys the error lists.
+SHOW_DUPLICATES = 5
 
 
 def key_text(values: Sequence[object]) -> str:
     """One key as text: its column values joined with :data:`KEY_SEPARATOR`."""
     return KEY_SEPARATOR.join(str(v) for v in values)
+
+
+def duplicates_error(
+    job: ReplaceJob, rows: Sequence[Sequence[Any]], text: Callable[[Any], str] = str
+) -> InvalidSpecError:
+    """The error for duplicate primary keys in the input, every family's same words.
+
+    :param job: the replacement (its table and primary key columns).
+    :param rows: up to :data:`SHOW_DUPLICATES` rows ``(pk value, ..., count)`` from the staging table.
+    :param text: turns a value the driver returned into text (e.g. bytes from MySQL).
+    """
+    shown = "; ".join(
+        f"{dict(zip(job.primary_key, (text(v) for v in r[:-1]), strict=True))} {r[-1]} times" for r in rows
+    )
+    return InvalidSpecError(
+        f"The input has duplicate primary keys ({', '.join(job.primary_key)}) for {job.table.name}: {shown}. "
+        "Deduplicate the predictions upstream. Nothing was written."
+    )
+
+
+def does_not_fit_error(table: TableName, detail: str) -> InvalidSpecError:
+    """The error for a constraint or type the input breaks in the target (after the rollback).
+
+    :param table: the target table.
+    :param detail: the database's own words (whitespace collapsed here).
+    """
+    return InvalidSpecError(
+        f"The input does not fit table {table}: {' '.join(detail.split()).rstrip('.')}. Fix the data upstream. "
+        "Nothing was written (the transaction was rolled back)."
+    )
 
 
 class TargetColumn(NamedTuple):

@@ -47,7 +47,17 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_ml_provider.erp.dialect import KEY_SEPARATOR, ErpWriter, ReplaceJob, TargetColumn, TargetTable, key_text
+from airflow_ml_provider.erp.dialect import (
+    KEY_SEPARATOR,
+    SHOW_DUPLICATES,
+    ErpWriter,
+    ReplaceJob,
+    TargetColumn,
+    TargetTable,
+    does_not_fit_error,
+    duplicates_error,
+    key_text,
+)
 from airflow_ml_provider.erp.drop_guard import KeyCount
 from airflow_ml_provider.erp.identifiers import TableName
 from airflow_ml_provider.exceptions import ConnectionConfigError, InvalidSpecError, MlProviderError
@@ -60,8 +70,6 @@ STAGING = "ml_erp_staging"
 KEYS = "ml_erp_keys"
 #: The key table's column numbering the keys (maps the counts back to the operator's key texts).
 KEY_INDEX = "ml_erp_key_index"
-#: How many duplicate primary keys the error lists.
-SHOW_DUPLICATES = 5
 #: How long ``GET_LOCK`` waits for another writer of the same key before the task fails (retryable).
 LOCK_TIMEOUT_S = 600
 #: Rows per ``executemany`` call (bounds one call's statements whatever ``batch_rows`` is).
@@ -267,10 +275,7 @@ class MySqlErpWriter(ErpWriter):
             _rollback(conn)
             code, message = _error(e)
             if code in DATA_ERRORS:
-                raise InvalidSpecError(
-                    f"The input does not fit table {job.table.name}: {message} (error {code}). Fix the data "
-                    "upstream. Nothing was written (the transaction was rolled back)."
-                ) from None
+                raise does_not_fit_error(job.table.name, f"{message} (error {code})") from None
             raise
         except BaseException:
             _rollback(conn)
@@ -314,13 +319,7 @@ class MySqlErpWriter(ErpWriter):
         )
         found = cur.fetchall()
         if found:
-            shown = "; ".join(
-                f"{dict(zip(job.primary_key, (_text(v) for v in r[:-1]), strict=True))} {r[-1]} times" for r in found
-            )
-            raise InvalidSpecError(
-                f"The input has duplicate primary keys ({', '.join(job.primary_key)}) for {job.table.name}: {shown}. "
-                "Deduplicate the predictions upstream. Nothing was written."
-            )
+            raise duplicates_error(job, found, _text)
 
     @staticmethod
     def _counts(

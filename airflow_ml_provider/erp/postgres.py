@@ -30,18 +30,25 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_ml_provider.erp.dialect import KEY_SEPARATOR, ErpWriter, ReplaceJob, TargetColumn, TargetTable, key_text
+from airflow_ml_provider.erp.dialect import (
+    KEY_SEPARATOR,
+    SHOW_DUPLICATES,
+    ErpWriter,
+    ReplaceJob,
+    TargetColumn,
+    TargetTable,
+    does_not_fit_error,
+    duplicates_error,
+    key_text,
+)
 from airflow_ml_provider.erp.drop_guard import KeyCount
 from airflow_ml_provider.erp.identifiers import TableName
-from airflow_ml_provider.exceptions import InvalidSpecError
 from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 STAGING = "ml_erp_staging"
-#: How many duplicate primary keys the error lists.
-SHOW_DUPLICATES = 5
 
 
 class CsvStream(io.RawIOBase):
@@ -183,10 +190,7 @@ class PostgresErpWriter(ErpWriter):
             conn.commit()
         except (driver.IntegrityError, driver.DataError) as e:
             conn.rollback()
-            raise InvalidSpecError(
-                f"The input does not fit table {job.table.name}: {' '.join(str(e).split()).rstrip('.')}. Fix the data "
-                "upstream. Nothing was written (the transaction was rolled back)."
-            ) from None
+            raise does_not_fit_error(job.table.name, str(e)) from None
         except BaseException:
             conn.rollback()
             raise
@@ -216,13 +220,7 @@ class PostgresErpWriter(ErpWriter):
         )
         rows = cur.fetchall()
         if rows:
-            shown = "; ".join(
-                f"{dict(zip(job.primary_key, (str(v) for v in r[:-1]), strict=True))} {r[-1]} times" for r in rows
-            )
-            raise InvalidSpecError(
-                f"The input has duplicate primary keys ({', '.join(job.primary_key)}) for {job.table.name}: {shown}. "
-                "Deduplicate the predictions upstream. Nothing was written."
-            )
+            raise duplicates_error(job, rows)
 
     @staticmethod
     def _counts(

@@ -33,16 +33,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_ml_provider.erp.checks import DB_FAMILY
-from airflow_ml_provider.erp.dialect import KEY_SEPARATOR, ErpWriter, ReplaceJob, TargetColumn, TargetTable, key_text
+from airflow_ml_provider.erp.dialect import (
+    KEY_SEPARATOR,
+    SHOW_DUPLICATES,
+    ErpWriter,
+    ReplaceJob,
+    TargetColumn,
+    TargetTable,
+    does_not_fit_error,
+    duplicates_error,
+    key_text,
+)
 from airflow_ml_provider.erp.drop_guard import KeyCount
 from airflow_ml_provider.erp.identifiers import TableName
-from airflow_ml_provider.exceptions import InvalidSpecError
 from airflow_ml_provider.utils.optional_deps import requires_extra
 
 STAGING = "ml_erp_staging"
 KEYS = "ml_erp_keys"
-#: How many duplicate primary keys the error lists.
-SHOW_DUPLICATES = 5
 #: How long ``BEGIN IMMEDIATE`` waits for another writer's commit before ``database is locked``.
 BUSY_TIMEOUT_MS = 60_000
 
@@ -182,10 +189,7 @@ class SqliteErpWriter(ErpWriter):
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as e:
             _rollback(conn)
-            raise InvalidSpecError(
-                f"The input does not fit table {job.table.name}: {' '.join(str(e).split()).rstrip('.')}. Fix the data "
-                "upstream. Nothing was written (the transaction was rolled back)."
-            ) from None
+            raise does_not_fit_error(job.table.name, str(e)) from None
         except BaseException:
             _rollback(conn)
             raise
@@ -201,13 +205,7 @@ class SqliteErpWriter(ErpWriter):
             (SHOW_DUPLICATES,),
         ).fetchall()
         if rows:
-            shown = "; ".join(
-                f"{dict(zip(job.primary_key, (str(v) for v in r[:-1]), strict=True))} {r[-1]} times" for r in rows
-            )
-            raise InvalidSpecError(
-                f"The input has duplicate primary keys ({', '.join(job.primary_key)}) for {job.table.name}: {shown}. "
-                "Deduplicate the predictions upstream. Nothing was written."
-            )
+            raise duplicates_error(job, rows)
 
     @staticmethod
     def _counts(conn: Any, target: str, staging: str, keys_table: str, key_columns: list[str]) -> list[KeyCount]:
