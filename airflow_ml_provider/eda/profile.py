@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ml_provider.eda.stats import Caps, ColumnStats, constant_summary, kind_of, summarize
 from airflow_ml_provider.exceptions import InvalidSpecError
-from airflow_ml_provider.utils.messages import first_line
 from airflow_ml_provider.utils.optional_deps import requires_extra
 
 with requires_extra("mlflow"):
@@ -102,13 +101,7 @@ class DatasetProfile:
         schemas: list[pa.Schema] = []
         types: dict[str, tuple[pa.DataType, str]] = {}
         for file in files:
-            try:
-                schema = storage.read_schema(file)
-            except (ValueError, OSError) as e:
-                raise InvalidSpecError(
-                    f"Input file {storage.location(file.path)} is not a readable Parquet file: "
-                    f"{first_line(str(e), 300).rstrip('.')}. Remove it or name it with a leading '_' so it is skipped."
-                ) from None
+            schema = storage.readable_schema(file)
             schemas.append(schema)
             for arrow_field in schema:
                 self._check_type(types, arrow_field.name, arrow_field.type, storage.location(file.path))

@@ -21,7 +21,6 @@ from airflow_ml_provider.hooks.mlflow import MlflowHook
 from airflow_ml_provider.hooks.webhdfs import HdfsHook
 from airflow_ml_provider.scoring.model import check_model_uri
 from airflow_ml_provider.storage.paths import StoragePath, overlaps, parse_path
-from airflow_ml_provider.utils.messages import first_line
 from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -337,14 +336,7 @@ class MlflowBatchPredictOperator(BaseOperator):
 
         plans = []
         for file in files:
-            try:
-                file_schema = storage.read_schema(file)
-            except (ValueError, OSError) as e:
-                raise InvalidSpecError(
-                    f"Input file {storage.location(file.path)} is not a readable Parquet file: "
-                    f"{first_line(str(e), 500).rstrip('.')}. "
-                    "Remove it from input_path or name it with a leading '_' so it is skipped."
-                ) from None
+            file_schema = storage.readable_schema(file, arg="input_path")
             present = [n for n in file_schema.names] + [k for k, _ in file.partitions if k not in file_schema.names]
             missing = [c for c in required if c not in present]
             missing_passthrough = [c for c in self.passthrough_columns or () if c not in present]

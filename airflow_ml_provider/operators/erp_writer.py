@@ -24,7 +24,6 @@ from airflow_ml_provider.erp.identifiers import TableName, check_identifier, par
 from airflow_ml_provider.exceptions import ConnectionConfigError, InvalidSpecError
 from airflow_ml_provider.hooks.webhdfs import HdfsHook
 from airflow_ml_provider.storage.paths import StoragePath, parse_path
-from airflow_ml_provider.utils.messages import first_line
 from airflow_ml_provider.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -336,13 +335,7 @@ class ErpWriteOperator(BaseOperator):
 
         columns: list[str] | None = None
         for item in inputs:
-            try:
-                schema = item.storage.read_schema(item.file)
-            except (ValueError, OSError) as e:
-                raise InvalidSpecError(
-                    f"Input file {item.where} is not a readable Parquet file: {first_line(str(e), 300).rstrip('.')}. "
-                    "Remove it or name it with a leading '_' so it is skipped. Nothing was written."
-                ) from None
+            schema = item.storage.readable_schema(item.file, after="Nothing was written.")
             for name, _ in item.file.partitions:
                 if name not in schema.names:
                     schema = schema.append(pa.field(name, pa.string()))

@@ -189,6 +189,26 @@ class Storage(abc.ABC):
 
     # -- shared on top of them ---------------------------------------------------------------
 
+    def readable_schema(self, file: DataFile, *, arg: str = "it", after: str = "") -> pa.Schema:
+        """:meth:`read_schema`, or :class:`InvalidSpecError` naming the file and the fix when it is not Parquet.
+
+        :param file: the data file.
+        :param arg: how the fix refers to the input (``"input_path"``): "Remove it from ...".
+        :param after: a sentence appended to the message (e.g. ``"Nothing was written."``).
+        """
+        from airflow_ml_provider.exceptions import InvalidSpecError
+        from airflow_ml_provider.utils.messages import first_line
+
+        try:
+            return self.read_schema(file)
+        except (ValueError, OSError) as e:
+            where = "" if arg == "it" else f" from {arg}"
+            raise InvalidSpecError(
+                f"Input file {self.location(file.path)} is not a readable Parquet file: "
+                f"{first_line(str(e), 300).rstrip('.')}. Remove it{where} or name it with a leading '_' so it is "
+                f"skipped.{' ' + after if after else ''}"
+            ) from None
+
     def read_bytes(self, path: str, scratch: str) -> bytes | None:
         """A small file's bytes (read whole: for markers and state files); ``None`` if it is not a file.
 
