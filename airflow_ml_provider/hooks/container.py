@@ -35,9 +35,10 @@ Installation namespace (:meth:`ContainerJobHook.job_namespace`): part of every j
 on every job, so two Airflow installations sharing one engine, Swarm or Metronome never touch each
 other's jobs. It is the connection's extra ``namespace`` when set (``null`` or ``""`` = not set);
 else the Airflow Variable ``ml_provider_namespace``, which the first task that needs it creates
-with a random 8-hex-character value. Every installation has its own Variables, so installations
-differ out of the box and a retry within one finds its predecessor. A namespace is 1-20
-characters of ``a-z``, ``0-9`` and ``-``, starting with a letter or digit.
+with a random value: a letter then 7 hex characters (never all digits and ``e``, which Airflow's
+REST API and UI would show as a JSON number such as ``Infinity``). Every installation has its own
+Variables, so installations differ out of the box and a retry within one finds its predecessor.
+A namespace is 1-20 characters of ``a-z``, ``0-9`` and ``-``, starting with a letter or digit.
 
 These hooks are the only code that reads Connections and Variables for container jobs.
 """
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import string
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +75,17 @@ DEFAULT_CONN_ID = "ml_docker_default"
 CONN_TYPES = ("ml_docker", "ml_swarm", "ml_metronome")
 #: The Airflow Variable holding this installation's job namespace when the connection sets none.
 NAMESPACE_VARIABLE = "ml_provider_namespace"
+
+
+def new_namespace() -> str:
+    """A random namespace: a letter a-z, then 7 hex characters (8 in all, the length a job key shows).
+
+    Not plain hex: Airflow's REST API reads a Variable's value as JSON before showing it, so a value
+    such as ``12e45678`` would be listed as ``Infinity`` and ``01234567`` as ``1234567``.
+    """
+    return secrets.choice(string.ascii_lowercase) + secrets.token_hex(4)[:7]
+
+
 #: The namespace used when the Variable cannot exist: ``execute`` called outside an Airflow task.
 LOCAL_NAMESPACE = "local"
 NAMESPACE_DESCRIPTION = (
@@ -274,7 +287,7 @@ class ContainerJobHook(BaseHook):
                     LOCAL_NAMESPACE,
                 )
                 return LOCAL_NAMESPACE
-            Variable.set(NAMESPACE_VARIABLE, secrets.token_hex(4), description=NAMESPACE_DESCRIPTION)
+            Variable.set(NAMESPACE_VARIABLE, new_namespace(), description=NAMESPACE_DESCRIPTION)
             value = Variable.get(NAMESPACE_VARIABLE, default=None)
             self.log.info(
                 "Created the Airflow Variable %s = %s (this installation's job namespace).", NAMESPACE_VARIABLE, value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import textwrap
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from airflow_ml_provider.hooks.container import new_namespace
 from tests.conftest import TESTBED
 from tests.integration.conftest import running_airflow
 
@@ -118,7 +120,7 @@ def namespace_of(bed: Any) -> str:
     """The bed's namespace; created through the REST API (as an admin would) if no task made it yet."""
     found = variable(bed)
     if found is None:
-        bed.api("POST", "/api/v2/variables", {"key": VARIABLE, "value": uuid.uuid4().hex[:8]})
+        bed.api("POST", "/api/v2/variables", {"key": VARIABLE, "value": new_namespace()})
         found = variable(bed)
     assert found is not None
     return str(found["value"])
@@ -180,8 +182,7 @@ def test_two_installations_run_the_same_task_side_by_side(beds: dict[str, Any], 
     namespaces = {name: str((var or {}).get("value")) for name, var in found.items()}
     for var in found.values():
         assert var is not None
-        assert len(var["value"]) == 8
-        assert int(var["value"], 16) >= 0
+        assert re.fullmatch(r"[a-z][0-9a-f]{7}", var["value"]), var["value"]
         assert "must differ" in var["description"]
     assert namespaces["a"] != namespaces["b"]
     keys = {name: job_key("ns_same", "job", run_id, -1, namespace=ns) for name, ns in namespaces.items()}

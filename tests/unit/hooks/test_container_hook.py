@@ -25,6 +25,7 @@ from airflow_ml_provider.hooks.container import (
     backend_from_connection,
     docker_config_from_connection,
     metronome_config_from_connection,
+    new_namespace,
 )
 from airflow_ml_provider.utils.secret_refs import SecretRef, parse_secret_env
 
@@ -428,7 +429,7 @@ def test_a_missing_variable_is_created_with_a_random_value_and_a_description(
 ) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_ML_DOCKER_DEFAULT", raising=False)
     namespace = ContainerJobHook().job_namespace()
-    assert re.fullmatch(r"[0-9a-f]{8}", namespace)
+    assert re.fullmatch(r"[a-z][0-9a-f]{7}", namespace)
     assert variables.calls == [
         ("get", "ml_provider_namespace"),
         ("set", "ml_provider_namespace", namespace),
@@ -477,3 +478,16 @@ def test_outside_an_airflow_task_the_namespace_is_local(monkeypatch: pytest.Monk
     monkeypatch.delenv("AIRFLOW_CONN_ML_DOCKER_DEFAULT", raising=False)
     assert ContainerJobHook().job_namespace() == LOCAL_NAMESPACE == "local"
     assert fake.calls == [("get", "ml_provider_namespace")]
+
+
+def test_a_generated_namespace_is_never_read_as_a_json_value() -> None:
+    """Airflow's REST API parses a Variable's value as JSON before showing it: plain hex such as
+    ``12e45678`` came back as ``Infinity`` (seen in CI). A letter first makes every value a string."""
+    from airflow_ml_provider.backends.base import is_namespace
+
+    for _ in range(2000):
+        value = new_namespace()
+        assert re.fullmatch(r"[a-z][0-9a-f]{7}", value)
+        assert is_namespace(value)
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(value)
