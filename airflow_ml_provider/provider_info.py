@@ -92,6 +92,18 @@ HDFS_CONN_FIELDS: dict[str, Any] = {
         "description": "HDFS user to act as (doas); the NameNode must allow the connection's user to impersonate "
         "it. Empty: none.",
     },
+    "rpc_port": {
+        "label": "NameNode RPC port (Spark)",
+        "schema": {"type": ["string", "null"]},
+        "description": "For Spark, which reaches HDFS over RPC (hdfs://host:port), not WebHDFS: the NameNodes' "
+        "dfs.namenode.rpc-address port: one for all ('8020') or one per Host entry ('8020,8021'). Empty: 8020.",
+    },
+    "nameservice": {
+        "label": "HA nameservice (Spark)",
+        "schema": {"type": ["string", "null"]},
+        "description": "For Spark with two or more NameNodes: the logical name in hdfs://<name>/ URLs (letters, "
+        "digits, '-', '.'). Empty: the connection id with '_' turned into '-'.",
+    },
 }
 
 

@@ -16,8 +16,10 @@ Connection fields:
 * **Password**: a delegation token, with ``auth = token``.
 * **Extra**: ``auth`` (``simple`` | ``token`` | ``kerberos``), ``use_ssl`` (https for bare hosts),
   ``verify`` (TLS verification, default true), ``ca_bundle`` (path to a CA file),
-  ``timeout`` (seconds per HTTP request, default 30), ``proxy_user`` (``doas``). An extra that is
-  absent, null or ``""`` (a cleared form field) takes its default; one that cannot be read is an error.
+  ``timeout`` (seconds per HTTP request, default 30), ``proxy_user`` (``doas``); for Spark only,
+  ``rpc_port`` and ``nameservice`` (read by :mod:`airflow_ml_provider.storage.spark_urls`, since
+  Spark reaches HDFS over NameNode RPC). An extra that is absent, null or ``""`` (a cleared form
+  field) takes its default; one that cannot be read is an error.
 """
 
 from __future__ import annotations

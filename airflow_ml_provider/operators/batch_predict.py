@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
 
     from airflow_ml_provider.scoring.pandas_engine import Plan
-    from airflow_ml_provider.storage.base import DataFile, Storage
+    from airflow_ml_provider.scoring.spark_model import FetchedModel
+    from airflow_ml_provider.storage.base import DataFile, Staging, Storage
+    from airflow_ml_provider.storage.spark_urls import SparkFileSystem
 
 DEFAULT_CHUNK_ROWS = 100_000
 ENGINES = ("pandas", "spark")
@@ -92,20 +94,24 @@ class MlflowBatchPredictOperator(BaseOperator):
     :param hdfs_conn_id: the ``ml_hdfs`` connection for HDFS paths; ``hdfs://`` URLs use
         ``ml_hdfs_default`` when this is ``None``.
     :param engine: ``"pandas"`` (the steps above, in this process) or ``"spark"`` for large data:
-        the same model download and signature check, then a SparkSession scores the dataset with
-        ``mlflow.pyfunc.spark_udf`` (``env_manager="local"``: the workers use this Python), writes
-        Parquet into ``<output_path>.tmp-<uuid>``, checks the predictions with one aggregate
-        (NaN, infinite or null fail the task and nothing is written), and publishes it like the
-        pandas engine (rename, ``_SUCCESS`` last). Local paths only (``/x`` without
-        ``hdfs_conn_id``, ``file:///x``); HDFS paths need the pandas engine. ``chunk_rows`` does not
-        apply (Spark sizes its own batches).
+        the model is downloaded (not loaded in this process) and the signature checked the same way,
+        then a SparkSession reads the dataset where it is, scores it and writes Parquet into
+        ``<output_path>.tmp-<uuid>``, checks the predictions with one aggregate (NaN, infinite or
+        null fail the task and nothing is written), and the output is published like the pandas
+        engine's (rename, ``_SUCCESS`` last). Pyfunc models score with ``mlflow.pyfunc.spark_udf``
+        (``env_manager="local"``: the workers use this Python), Spark ML models (``mlflow.spark``
+        flavor) with ``transform`` in the same session, ``prediction`` renamed to
+        ``prediction_column``. Spark reaches HDFS over NameNode RPC (``hdfs://<namenode>:<rpc_port>``,
+        the connection's ``rpc_port`` extra, default 8020) as the connection's Login: see
+        :mod:`airflow_ml_provider.storage.spark_urls`. ``chunk_rows`` does not apply.
     :param spark_master: the Spark master of the session the spark engine creates, e.g.
-        ``"local[8]"`` or ``"spark://host:7077"`` (then the paths must be on a file system all
-        executors share). Templated, e.g. ``"{{ var.value.spark_master }}"``.
+        ``"local[8]"`` or ``"spark://host:7077"`` (then local paths must be on a file system all
+        executors share; HDFS paths are). Templated, e.g. ``"{{ var.value.spark_master }}"``.
     :param spark_conf: extra Spark settings for that session, e.g.
         ``{"spark.driver.memory": "4g"}``; they override the engine's defaults (UTC session time
         zone, 4 shuffle partitions, no UI, partition values read as strings). If a SparkSession
-        already runs in the process, it is used as it is and left running.
+        already runs in the process, it is used as it is (only the HDFS connection's Hadoop settings
+        are added to it) and left running; it must act as the connection's HDFS user.
     :param kwargs: the other :class:`~airflow.sdk.BaseOperator` arguments.
 
     XCom: ``{"output_path", "rows", "files", "model_uri", "seconds"}`` where ``files`` is the
@@ -177,13 +183,6 @@ class MlflowBatchPredictOperator(BaseOperator):
         local = self.hdfs_conn_id is None
         src = parse_path(self.input_path, arg="input_path", default_local=local, allow_root=False)
         dst = parse_path(self.output_path, arg="output_path", default_local=local, allow_root=False)
-        if self.engine == "spark" and not (src.local and dst.local):
-            hdfs = [(n, p) for n, p in (("input_path", src), ("output_path", dst)) if not p.local]
-            raise InvalidSpecError(
-                f"{' and '.join(n for n, _ in hdfs)} ({', '.join(str(p) for _, p in hdfs)}) is on HDFS, which "
-                "engine='spark' does not support yet: it reads and writes local paths ('/data/x' without "
-                "hdfs_conn_id, or 'file:///data/x'). Use engine='pandas' for HDFS paths."
-            )
         if overlaps(src, dst):
             raise InvalidSpecError(
                 f"output_path={self.output_path!r} overlaps input_path={self.input_path!r}; write the "
@@ -198,6 +197,7 @@ class MlflowBatchPredictOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Load the model, check every input's columns, score, publish atomically (``_SUCCESS`` last)."""
+        from airflow_ml_provider.scoring import spark_model
         from airflow_ml_provider.scoring.model import load_model
 
         started = time.monotonic()
@@ -205,15 +205,26 @@ class MlflowBatchPredictOperator(BaseOperator):
         assert paths is not None
         src, dst = paths
         source, target = self._storage(src), self._storage(dst)
+        # how Spark reaches both paths, checked before anything is read (e.g. a token-auth connection)
+        spark_fs = None
+        if self.engine == "spark":
+            from airflow_ml_provider.scoring.spark_engine import filesystem_for
+
+            spark_fs = (filesystem_for(src, self.hdfs_conn_id), filesystem_for(dst, self.hdfs_conn_id))
         files = self._input_files(source, src, target, dst)
         with tempfile.TemporaryDirectory(prefix="ml-batch-predict-") as scratch:
             model_dir = os.path.join(scratch, "model")
-            model = load_model(self.model_uri, self.mlflow_conn_id, model_dir)
+            model: PyFuncModel | FetchedModel
+            if self.engine == "spark":  # downloaded only: Spark loads it (see scoring.spark_model)
+                model = spark_model.fetch_model(self.model_uri, self.mlflow_conn_id, model_dir)
+            else:
+                model = load_model(self.model_uri, self.mlflow_conn_id, model_dir)
             plans = self._plan(model, source, files)  # every footer checked before anything is scored
             try:
                 with target.staged(dst.path, log=self.log) as staging:
-                    if self.engine == "spark":
-                        rows, parts = self._score_spark(model, model_dir, source, src, plans, staging.path)
+                    if isinstance(model, spark_model.FetchedModel):  # engine='spark'
+                        assert spark_fs is not None
+                        rows, parts = self._score_spark(model, src, spark_fs, files, plans, staging)
                     else:
                         rows, parts = self._score_pandas(model, source, plans, staging), len(staging.parts)
                     staging.publish()
@@ -248,33 +259,54 @@ class MlflowBatchPredictOperator(BaseOperator):
         )
 
     def _score_spark(
-        self, model: PyFuncModel, model_dir: str, source: Storage, src: StoragePath, plans: list[Plan], staging: str
+        self,
+        model: FetchedModel,
+        src: StoragePath,
+        filesystems: tuple[SparkFileSystem, SparkFileSystem],
+        files: list[DataFile],
+        plans: list[Plan],
+        staging: Staging,
     ) -> tuple[int, int]:
-        """Score with Spark into the local ``staging`` directory; (rows, part files)."""
-        from airflow_ml_provider.scoring import spark_engine
-        from airflow_ml_provider.scoring.model import model_root
-        from airflow_ml_provider.storage.local import LocalStorage
+        """Score with Spark into ``staging`` (local or HDFS); (rows, part files).
 
-        assert isinstance(source, LocalStorage)  # _validate keeps engine='spark' on local paths
-        result_type, outputs = spark_engine.spark_outputs(
-            model, model_uri=self.model_uri, prediction_column=self.prediction_column
-        )
+        :param filesystems: how Spark reaches the input and the output (``spark_engine.filesystem_for``).
+        """
+        from airflow_ml_provider.scoring import spark_engine
+        from airflow_ml_provider.storage.spark_urls import merge_settings
+
+        src_fs, dst_fs = filesystems
+        conf, env = merge_settings(src_fs, dst_fs)
+        udf_outputs = None
+        if not model.is_spark_ml:  # an output schema Spark cannot hold fails before Spark starts
+            udf_outputs = spark_engine.spark_outputs(
+                model, model_uri=self.model_uri, prediction_column=self.prediction_column
+            )
         passthrough = list(dict.fromkeys(c for plan in plans for c in plan.passthrough))
         inputs = None if plans[0].inputs is None else list(dict.fromkeys(c for p in plans for c in p.inputs or ()))
+        one_file = len(files) == 1 and files[0].path == src.path
+        job = spark_engine.SparkJob(
+            files=[src_fs.url(f.path) for f in files],
+            base=None if one_file else src_fs.url(src.path),
+            target=staging.storage,
+            staging=staging.path,
+            staging_url=dst_fs.url(staging.path),
+        )
         spark, created = spark_engine.spark_session(
-            self.spark_master, self.spark_conf, f"airflow-ml-batch-predict-{self.task_id}", self.log
+            self.spark_master,
+            conf | (self.spark_conf or {}),
+            f"airflow-ml-batch-predict-{self.task_id}",
+            self.log,
+            env=env,
         )
         try:
+            spark_engine.prepare_session(spark, conf, env, created=created)
             return spark_engine.score_spark(
                 spark,
-                model_root(model_dir),
-                source.real(src.path),
-                [p.file._replace(path=source.real(p.file.path)) for p in plans],
+                model,
+                job,
                 passthrough,
                 inputs,
-                result_type,
-                outputs,
-                source.real(staging),
+                udf_outputs,
                 model_uri=self.model_uri,
                 prediction_column=self.prediction_column,
             )
@@ -317,7 +349,7 @@ class MlflowBatchPredictOperator(BaseOperator):
             raise InvalidSpecError(f"output_path={self.output_path!r} is a file; give a directory path.")
         return files
 
-    def _plan(self, model: PyFuncModel, storage: Storage, files: list[DataFile]) -> list[Plan]:
+    def _plan(self, model: PyFuncModel | FetchedModel, storage: Storage, files: list[DataFile]) -> list[Plan]:
         """Per file: the columns to read and the model's input columns (``None``: all), checked before scoring."""
         from airflow_ml_provider.scoring.pandas_engine import Plan
 

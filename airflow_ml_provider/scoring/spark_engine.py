@@ -1,29 +1,33 @@
-"""The Spark engine of batch prediction: ``mlflow.pyfunc.spark_udf`` over a SparkSession.
+"""The Spark engine of batch prediction: a SparkSession scores a Parquet dataset with an MLflow model.
 
-Spark reads the local Parquet dataset (Hive partitions as string columns), scores it with the
-model on its Python workers (``env_manager="local"``: this interpreter), and writes Parquet into
-the staging directory; one aggregate over the written output then checks every prediction
-(NaN, infinite or null fail the task). Publishing is the storage layer's, as for the pandas engine.
+Spark reads the dataset where it lives (local disk, or HDFS over NameNode RPC: see
+:mod:`airflow_ml_provider.storage.spark_urls`; Hive partitions as string columns), scores it
+(pyfunc models with ``mlflow.pyfunc.spark_udf`` on the Python workers, ``env_manager="local"``:
+this interpreter; Spark ML models logged with the ``spark`` flavor natively with ``transform``, see
+:mod:`.spark_model`), and writes Parquet into the staging directory; one aggregate over the written
+output then checks every prediction (NaN, infinite or null fail the task). Publishing is the
+storage layer's, as for the pandas engine.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_ml_provider.exceptions import InvalidSpecError, MlProviderError
+from airflow_ml_provider.scoring.spark_model import FetchedModel, spark_ml_predictions
 from airflow_ml_provider.storage.base import is_hidden
+from airflow_ml_provider.storage.spark_urls import glob_escape
 from airflow_ml_provider.utils.messages import first_line
 from airflow_ml_provider.utils.optional_deps import requires_extra
 
 if TYPE_CHECKING:
-    from mlflow.pyfunc import PyFuncModel
-
-    from airflow_ml_provider.storage.base import DataFile
+    from airflow_ml_provider.storage.base import Storage
+    from airflow_ml_provider.storage.paths import StoragePath
+    from airflow_ml_provider.storage.spark_urls import SparkFileSystem
 
 #: spark_udf result types per output dtype kind (tensor outputs) and per MLflow column type.
 _SPARK_KINDS = {"f": "double", "i": "bigint", "u": "bigint", "b": "boolean"}
@@ -43,7 +47,7 @@ def _quote(name: str) -> str:
 
 
 def spark_outputs(
-    model: PyFuncModel, *, model_uri: str, prediction_column: str
+    model: FetchedModel, *, model_uri: str, prediction_column: str
 ) -> tuple[str, list[tuple[str, str | None, str]]]:
     """The ``spark_udf`` result type for the model's output schema, and the output columns as
     ``(column, struct field or None, Spark type)``: ``double`` for one floating-point output (or
@@ -77,8 +81,19 @@ def spark_outputs(
     )
 
 
-def spark_session(master: str, conf: dict[str, Any] | None, app_name: str, log: Any) -> tuple[Any, bool]:
-    """A SparkSession and whether this call created it (a session already running is reused as is)."""
+def spark_session(
+    master: str, conf: dict[str, Any] | None, app_name: str, log: Any, *, env: Mapping[str, str] | None = None
+) -> tuple[Any, bool]:
+    """A SparkSession and whether this call created it (a session already running is reused as is).
+
+    :param master: the Spark master URL, e.g. ``local[2]`` or ``spark://host:7077``.
+    :param conf: Spark settings; they override the engine's defaults (UTC, 4 shuffle partitions, no UI).
+    :param app_name: the application's name (shown by the master).
+    :param log: where to warn about a reused session.
+    :param env: environment variables for the driver JVM (e.g. ``HADOOP_USER_NAME`` from
+        :func:`~airflow_ml_provider.storage.spark_urls.spark_location`): set while the session
+        starts and restored afterwards; they reach the JVM only if this call launches it.
+    """
     with requires_extra("spark"):
         from pyspark import SparkContext
         from pyspark.sql import SparkSession
@@ -103,9 +118,11 @@ def spark_session(master: str, conf: dict[str, Any] | None, app_name: str, log: 
         builder = builder.config(key, value)
     # The Python workers run the model: by default this interpreter, which has mlflow and the model's
     # libraries (SparkContext reads PYSPARK_PYTHON when it starts; the variable is restored afterwards).
-    own_python = "PYSPARK_PYTHON" not in os.environ
-    if own_python:
-        os.environ["PYSPARK_PYTHON"] = sys.executable
+    variables = dict(env or {})
+    if "PYSPARK_PYTHON" not in os.environ:
+        variables.setdefault("PYSPARK_PYTHON", sys.executable)
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
         spark = builder.getOrCreate()
     except Exception as e:
@@ -114,28 +131,80 @@ def spark_session(master: str, conf: dict[str, Any] | None, app_name: str, log: 
             f"{first_line(str(e), 500).rstrip('.')}. Check that Java is installed and the master is reachable."
         ) from e
     finally:
-        if own_python:
-            os.environ.pop("PYSPARK_PYTHON", None)
+        for name, previous in saved.items():
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
     return spark, True
+
+
+def filesystem_for(path: StoragePath, hdfs_conn_id: str | None) -> SparkFileSystem:
+    """How Spark reaches ``path``: ``file://``, or the ``ml_hdfs`` connection over NameNode RPC.
+
+    :param path: a parsed input or output path.
+    :param hdfs_conn_id: the connection of non-local paths (``None``: ``ml_hdfs_default``); read
+        only for them, once as the hook's config and once for its Spark-only extras (``rpc_port``,
+        ``nameservice``: :class:`~airflow_ml_provider.storage.spark_urls.SparkHdfs`).
+    :raises ConnectionConfigError: the connection cannot be mapped (e.g. ``auth = token``).
+    """
+    from airflow_ml_provider.hooks.webhdfs import HdfsHook
+    from airflow_ml_provider.storage.spark_urls import SparkHdfs, spark_filesystem
+
+    if path.local:
+        return spark_filesystem(None)
+    conn_id = hdfs_conn_id or HdfsHook.default_conn_name
+    hook = HdfsHook(conn_id)
+    return spark_filesystem(hook.config, SparkHdfs.from_connection(hook.get_connection(conn_id)))
+
+
+class SparkJob(NamedTuple):
+    """Where one scoring job reads and writes.
+
+    :param files: the input files' Spark URLs.
+    :param base: the input dataset's root URL (Hive partitions below it become columns); ``None``
+        for a one-file input.
+    :param target: the storage of the output (it renames the parts and publishes).
+    :param staging: the staging directory, in ``target``'s namespace (it exists).
+    :param staging_url: the same directory as a Spark URL.
+    """
+
+    files: list[str]
+    base: str | None
+    target: Storage
+    staging: str
+    staging_url: str
 
 
 def score_spark(
     spark: Any,
-    model_path: str,
-    src: str,
-    files: Sequence[DataFile],
+    model: FetchedModel,
+    job: SparkJob,
     passthrough: list[str],
     inputs: list[str] | None,
-    result_type: str,
-    outputs: list[tuple[str, str | None, str]],
-    staging: str,
+    udf_outputs: tuple[str, list[tuple[str, str | None, str]]] | None,
     *,
     model_uri: str,
     prediction_column: str,
 ) -> tuple[int, int]:
-    """Score into the existing local directory ``staging`` (our part names, no Spark ``_SUCCESS``;
-    Spark itself writes into a hidden subdirectory, as it refuses an existing one), then check the predictions
-    with one aggregate over the written Parquet; return (rows, part files)."""
+    """Score into the existing staging directory, then check the predictions; return (rows, part files).
+
+    Spark writes into ``<staging>/_spark`` (it refuses an existing directory); its part files are
+    then renamed into the staging directory with the pandas engine's names (``part-00000.parquet``)
+    by ``job.target`` and the rest (Spark's ``_SUCCESS``, ``.crc`` files, a Spark ML model's copy
+    in ``<staging>/_model``) deleted; ``_SUCCESS`` is the storage layer's, written when it publishes.
+    One aggregate over the written Parquet checks every prediction (NaN, infinite or null fail).
+
+    :param spark: the session.
+    :param model: the downloaded model: ``spark_udf`` for pyfunc models, ``transform`` for Spark ML ones.
+    :param job: the input files and the staging directory.
+    :param passthrough: input columns copied to the output.
+    :param inputs: the model's input columns (``None``: every input column), for ``spark_udf``.
+    :param udf_outputs: for pyfunc models, :func:`spark_outputs` (computed before Spark starts, so
+        an output schema Spark cannot hold fails first); ``None`` for Spark ML models.
+    :param model_uri: for messages.
+    :param prediction_column: the output column (``<prediction_column>_<name>`` for several outputs).
+    """
     from functools import reduce
 
     with requires_extra("mlflow"):
@@ -143,36 +212,41 @@ def score_spark(
     with requires_extra("spark"):
         from pyspark.sql import functions as F
 
-    spark_out = os.path.join(staging, "_spark")
+    spark_out, model_copy = f"{job.staging}/_spark", f"{job.staging}/_model"
     reader = spark.read.option("mergeSchema", "true")
-    if os.path.isdir(src):
-        reader = reader.option("basePath", "file://" + src)
+    if job.base is not None:
+        reader = reader.option("basePath", job.base)
     try:
-        df = reader.parquet(*["file://" + f.path for f in files])
-        udf = mlflow.pyfunc.spark_udf(spark, model_uri=model_path, env_manager="local", result_type=result_type)
-        features = F.struct(*[F.col(_quote(c)) for c in (inputs if inputs is not None else df.columns)])
-        scored = df.withColumn(prediction_column, udf(features))
-        if outputs[0][1] is not None:  # a struct: one column per field
-            scored = scored.select(
-                *[F.col(_quote(c)) for c in passthrough],
-                *[F.col(_quote(prediction_column)).getField(f).alias(c) for c, f, _ in outputs],
-            )
+        df = reader.parquet(*[glob_escape(url) for url in job.files])
+        if udf_outputs is None:
+            scored, prediction, kind = spark_ml_predictions(spark, model, df, f"{job.staging_url}/_model")
+            outputs: list[tuple[str, str | None, str]] = [(prediction_column, None, kind)]
+            scored = scored.select(*[F.col(_quote(c)) for c in passthrough], prediction.alias(prediction_column))
         else:
-            scored = scored.select(*[F.col(_quote(c)) for c in [*passthrough, prediction_column]])
-        scored.write.mode("errorifexists").parquet("file://" + spark_out)
+            result_type, outputs = udf_outputs
+            udf = mlflow.pyfunc.spark_udf(spark, model_uri=model.root, env_manager="local", result_type=result_type)
+            features = F.struct(*[F.col(_quote(c)) for c in (inputs if inputs is not None else df.columns)])
+            scored = df.withColumn(prediction_column, udf(features))
+            if outputs[0][1] is not None:  # a struct: one column per field
+                scored = scored.select(
+                    *[F.col(_quote(c)) for c in passthrough],
+                    *[F.col(_quote(prediction_column)).getField(f).alias(c) for c, f, _ in outputs],
+                )
+            else:
+                scored = scored.select(*[F.col(_quote(c)) for c in [*passthrough, prediction_column]])
+        scored.write.mode("errorifexists").parquet(f"{job.staging_url}/_spark")
     except MlProviderError:
         raise
     except Exception as e:
         raise spark_error(e, model_uri) from e
 
-    # Parts move up into the staging directory with the pandas engine's names; Spark's _SUCCESS and
-    # .crc files stay behind and go with its output directory (ours is written after publishing).
     parts = 0
-    for name in sorted(os.listdir(spark_out)):
+    for name in sorted(job.target.list_dir(spark_out) or {}):
         if not is_hidden(name) and name.startswith("part-") and name.endswith(".parquet"):
-            os.rename(os.path.join(spark_out, name), os.path.join(staging, f"part-{parts:05d}.parquet"))
+            job.target.rename(f"{spark_out}/{name}", f"{job.staging}/part-{parts:05d}.parquet")
             parts += 1
-    shutil.rmtree(spark_out)
+    job.target.delete(spark_out)
+    job.target.delete(model_copy)
 
     def bad_value(column: str, spark_type: str) -> Any:
         col = F.col(_quote(column))
@@ -185,7 +259,7 @@ def score_spark(
         return col.isNull()
 
     try:
-        written = spark.read.parquet("file://" + staging)
+        written = spark.read.parquet(glob_escape(job.staging_url))
         bad = reduce(lambda a, b: a | b, [bad_value(c, t) for c, _, t in outputs])
         counts = written.agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(bad, 1)).alias("bad")).first()
         rows, bad_rows = int(counts["rows"]), int(counts["bad"])
@@ -226,3 +300,34 @@ def spark_error(e: Exception, model_uri: str) -> MlProviderError:
     return MlProviderError(
         f"Scoring with {model_uri} on Spark failed: {type(e).__name__}: {cause.rstrip('.')}. Nothing was written."
     )
+
+
+def prepare_session(spark: Any, conf: Mapping[str, str], env: Mapping[str, str], *, created: bool) -> None:
+    """Make ``spark`` reach the storage connection, and check it acts as the connection's HDFS user.
+
+    :param spark: the session.
+    :param conf: the connection's Spark settings (:attr:`SparkLocation.conf`); on a session this
+        call did not create, its ``spark.hadoop.*`` entries are set on the running context's Hadoop
+        configuration (they reach the executors with each job), e.g. the HA nameservice.
+    :param env: the connection's environment (:attr:`SparkLocation.env`).
+    :param created: whether the session was started with ``conf`` and ``env`` already.
+    :raises MlProviderError: the driver JVM acts as another HDFS user than the connection's: Hadoop
+        fixes the user when the JVM starts, and this process started it before with another one.
+    """
+    if not created:
+        hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+        for key, value in conf.items():
+            if key.startswith("spark.hadoop."):
+                hadoop.set(key.removeprefix("spark.hadoop."), value)
+    expected = env.get("HADOOP_PROXY_USER") or env.get("HADOOP_USER_NAME")
+    if not expected:
+        return
+    ugi = spark.sparkContext._jvm.org.apache.hadoop.security.UserGroupInformation.getCurrentUser()
+    actual = {str(ugi.getShortUserName()), str(spark.sparkContext.sparkUser())}
+    if actual != {expected}:
+        raise MlProviderError(
+            f"The Spark driver of this process acts as HDFS user {' / '.join(sorted(actual))!r}, not the "
+            f"connection's {expected!r}: Hadoop takes the user from HADOOP_USER_NAME when the driver JVM starts, "
+            "and a JVM started earlier in this process with another one. Run the task in a fresh process, or "
+            f"start the process with HADOOP_USER_NAME={expected}. Nothing was written."
+        )

@@ -79,27 +79,18 @@ def snapshot(path: Path) -> dict[str, bytes]:
 # -- no Spark needed --------------------------------------------------------------------------
 
 
-def test_engine_arguments_and_hdfs_paths_are_checked() -> None:
+def test_engine_arguments_are_checked_and_hdfs_paths_accepted() -> None:
     with pytest.raises(InvalidSpecError, match=r"engine='dask' is not one of \['pandas', 'spark'\]"):
         op(input_path="/in", output_path="/out", engine="dask")
     with pytest.raises(InvalidSpecError, match="spark_conf="):
         op(input_path="/in", output_path="/out", spark_conf=[("spark.driver.memory", "1g")])
     with pytest.raises(InvalidSpecError, match="spark_master=''"):
         op(input_path="/in", output_path="/out", spark_master="")
-    for kwargs in (
-        {"input_path": "hdfs:///data/in", "output_path": "/out"},
-        {"input_path": "/data/in", "output_path": "/out", "hdfs_conn_id": "lake"},
-    ):
-        with pytest.raises(InvalidSpecError) as e:
-            op(**kwargs)
-        assert "engine='spark'" in str(e.value)
-        assert "engine='pandas'" in str(e.value)
-    # the pandas engine still takes HDFS; a templated HDFS path fails when the task runs, before any I/O
-    op(input_path="hdfs:///data/in", output_path="/out", engine="pandas")
-    templated = op(input_path="/in", output_path="{{ params.out }}")
-    templated.output_path = "hdfs:///data/out"
-    with pytest.raises(InvalidSpecError, match=r"output_path \(hdfs:///data/out\) is on HDFS"):
-        templated.execute(CTX)
+    # HDFS paths are Spark's too (tests/integration/test_batch_predict_spark_cluster.py scores them)
+    op(input_path="hdfs:///data/in", output_path="/out")
+    op(input_path="/data/in", output_path="/out", hdfs_conn_id="lake")
+    with pytest.raises(InvalidSpecError, match="overlaps"):
+        op(input_path="hdfs:///data/in", output_path="hdfs:///data/in/scores")
 
 
 def test_signature_mismatch_fails_before_spark_starts(
@@ -198,7 +189,11 @@ def test_spark_output_equals_pandas_output_and_success_is_written_last(
     out = tmp_path / "scores" / "day=1"
     result = op(input_path=str(tmp_path / "in"), output_path=f"file://{out}").execute(CTX)
 
-    assert calls == [("rename", str(out)), ("touch", str(out / "_SUCCESS"))]
+    # Spark's parts are renamed within the staging directory first; then it is published, _SUCCESS last
+    staged = [c for c in calls if c[1].startswith(f"{out}.tmp-")]
+    assert staged
+    assert all(c[0] == "rename" for c in staged)
+    assert calls[len(staged) :] == [("rename", str(out)), ("touch", str(out / "_SUCCESS"))]
     assert result["rows"] == 420
     assert result["model_uri"] == "models:/lin@champion"
     assert result["output_path"] == f"file://{out}"
@@ -245,3 +240,24 @@ def test_rerun_replaces_the_output_atomically(local_models_conn: Any, spark: Any
     assert got["id"].tolist() == list(range(1000, 1012))
     np.testing.assert_allclose(got["score"], local_models_conn.sklearn_model.predict(frame[list(FEATURES)]), rtol=1e-12)
     assert os.path.getsize(out / "_SUCCESS") == 0
+
+
+def test_a_reused_session_gets_the_connections_hadoop_settings_and_must_act_as_its_user(spark: Any) -> None:
+    from airflow_ml_provider.scoring.spark_engine import prepare_session
+
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    try:
+        prepare_session(spark, {"spark.hadoop.dfs.nameservices": "lake-ns", "spark.sql.x": "y"}, {}, created=False)
+        assert hadoop.get("dfs.nameservices") == "lake-ns"  # what an HA connection needs, on the running context
+        assert hadoop.get("spark.sql.x") is None
+    finally:
+        hadoop.unset("dfs.nameservices")
+    jvm_user = str(
+        spark.sparkContext._jvm.org.apache.hadoop.security.UserGroupInformation.getCurrentUser().getShortUserName()
+    )
+    prepare_session(spark, {}, {"HADOOP_USER_NAME": jvm_user}, created=False)
+    with pytest.raises(MlProviderError) as e:  # Hadoop fixed the user when this JVM started
+        prepare_session(spark, {}, {"HADOOP_USER_NAME": "etl-not-me"}, created=False)
+    message = str(e.value)
+    assert f"acts as HDFS user {jvm_user!r}, not the connection's 'etl-not-me'" in message
+    assert "Run the task in a fresh process" in message
