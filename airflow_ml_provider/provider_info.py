@@ -321,7 +321,8 @@ def get_provider_info() -> dict[str, Any]:
             "and DC/OS Metronome, and MLflow model registration, promotion, Docker deployment and batch "
             "prediction (pandas or Spark), an ERP writer that replaces predictions per key in one PostgreSQL, "
             "MariaDB/MySQL or SQLite transaction with a drop guard, SQL ingest into partitioned Parquet, a data "
-            "report (EDA) with a quality gate, and failure alerts by e-mail and webhook."
+            "report (EDA) with a quality gate, Spark training (spark-submit: Spark ML with cross-validation, one "
+            "LightGBM model per group) logged to MLflow, and failure alerts by e-mail and webhook."
         ),
         "documentation-url": documentation_url(),
         "versions": [__version__],
@@ -350,6 +351,11 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "SQL ingest",
                 "external-doc-url": "https://parquet.apache.org/docs/",
                 "tags": ["software"],
+            },
+            {
+                "integration-name": "Spark training",
+                "external-doc-url": "https://spark.apache.org/docs/latest/submitting-applications.html",
+                "tags": ["apache"],
             },
             {
                 "integration-name": "Data profiling (EDA)",
@@ -389,6 +395,14 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "ERP databases", "python-modules": ["airflow_ml_provider.operators.erp_writer"]},
             {"integration-name": "Data profiling (EDA)", "python-modules": ["airflow_ml_provider.operators.eda"]},
             {"integration-name": "SQL ingest", "python-modules": ["airflow_ml_provider.operators.ingest"]},
+            {
+                "integration-name": "Spark training",
+                "python-modules": [
+                    "airflow_ml_provider.operators.spark_train",
+                    "airflow_ml_provider.operators.spark_train_submit",
+                    "airflow_ml_provider.operators.spark_train_result",
+                ],
+            },
         ],
         "sensors": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.sensors.hdfs"]}],
         "triggers": [

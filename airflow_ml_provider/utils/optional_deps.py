@@ -34,7 +34,7 @@ EXTRAS: dict[str, str] = {
     "kerberos": "Kerberos authentication to HDFS",
     "docker": "Docker and Docker Swarm (container jobs, model endpoints)",
     "mlflow": "MLflow (register, promote, deploy, batch prediction)",
-    "spark": "Batch prediction with engine='spark'",
+    "spark": "Spark (batch prediction with engine='spark', SparkTrainOperator's spark-submit)",
     "smtp": "E-mail failure alerts (the smtp provider's notifier)",
     "postgres": "Writing predictions to a PostgreSQL ERP database (the postgres provider's hook, psycopg2)",
     "mysql": "Writing predictions to a MariaDB/MySQL ERP database (the mysql provider's hook)",
