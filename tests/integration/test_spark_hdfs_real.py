@@ -109,10 +109,10 @@ def stop_jvm() -> None:
 
 
 @pytest.fixture(scope="module")
-def driver_jvm() -> Iterator[None]:
-    """A driver JVM of this module's own: a leftover of another module is stopped first, ours at the end."""
-    stop_jvm()
-    yield
+def driver_jvm() -> None:
+    """A driver JVM of this module's own (it must start with the connections' user): a leftover of
+    another module is stopped first. Ours is left to the next module: a gateway shut down under a
+    later in-process session (MLflow loading a Spark ML model) fails it with 'Connection refused'."""
     stop_jvm()
 
 
