@@ -9,21 +9,16 @@ The source user's password must show nowhere in the run's output or XComs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, TESTBED
 from tests.integration import databases
 from tests.integration.conftest import admin_client
+from tests.integration.dag_test_runs import airflow_home, run_dag_test
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +41,6 @@ with DAG(dag_id="ingest_eda", schedule=None) as dag:
                             max_null_rate={"units_sold": 0.05}, min_partition_rows=1, fail_on_gate=False)
     ingest >> eda
 """
-RUNNER = r"""
-import json, sys
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-sys.path.insert(0, sys.argv[1])
-from ingest_eda import dag
-dr = dag.test()
-with create_session() as session:
-    rows = session.query(XComModel).filter(XComModel.dag_id == dag.dag_id, XComModel.run_id == dr.run_id).all()
-    xcoms = {r.task_id: r.value for r in rows if r.key == "return_value"}
-print("RESULT " + json.dumps({"state": str(dr.state), "xcoms": xcoms}, default=str))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +52,6 @@ def source() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def airflow_env(source: str, hdfs: Any) -> dict[str, str]:
-    home = TESTBED / "airflow-ingest-eda"
-    shutil.rmtree(home, ignore_errors=True)
-    (home / "dags").mkdir(parents=True)
-    (home / "dags" / "ingest_eda.py").write_text(DAG_FILE)
     src = {
         "conn_type": "mysql",
         "host": databases.MARIADB_HOST,
@@ -83,39 +62,12 @@ def airflow_env(source: str, hdfs: Any) -> dict[str, str]:
     }
     lake = {"conn_type": "ml_hdfs", "host": ",".join(u.removeprefix("http://") for u in hdfs.namenode_urls),
             "login": "etl", "extra": {"timeout": 10}}  # fmt: skip
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW_CONN_SHOP_SRC": json.dumps(src),
-        "AIRFLOW_CONN_LAKE": json.dumps(lake),
-        "PYTHONPATH": str(ROOT),
-    }
-    airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
-    return env
+    env = {**os.environ, "AIRFLOW_CONN_SHOP_SRC": json.dumps(src), "AIRFLOW_CONN_LAKE": json.dumps(lake)}
+    return airflow_home("airflow-ingest-eda", "ingest_eda", DAG_FILE, env)
 
 
 def run_dag(env: dict[str, str], out: str) -> tuple[dict[str, Any], str]:
-    done = subprocess.run(
-        [sys.executable, "-c", RUNNER, env["AIRFLOW__CORE__DAGS_FOLDER"]],
-        env={**env, "INGEST_EDA_OUT": out},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    output = done.stdout + done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, output[-6000:]
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    for task, value in result["xcoms"].items():
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                result["xcoms"][task] = json.loads(value)
-    return result, output
+    return run_dag_test({**env, "INGEST_EDA_OUT": out}, "ingest_eda")
 
 
 def test_ingest_then_eda_under_dag_test(
