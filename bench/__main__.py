@@ -21,6 +21,8 @@ from bench import (
     launch_overhead,
     requests_per_poke,
     slot_seconds,
+    spark_predict,
+    spark_train,
 )
 from bench.common import Row, table
 from scripts.testbed import TESTBED
@@ -59,6 +61,10 @@ def main() -> int:
     print(table(rows[-5:]), flush=True)
     rows += ingest.run(base / "ingest")  # the local MariaDB
     print(table(rows[-4:]), flush=True)
+    rows += spark_train.run(base / "spark-train")  # its own standalone cluster and train containers
+    print(table(rows[-7:]), flush=True)
+    rows += spark_predict.run(base / "spark-predict")
+    print(table(rows[-2:]), flush=True)
     print("\n## airflow-ml-provider benchmarks (lower ratio is better)\n")
     print(table(rows))
     return 0

@@ -15,6 +15,7 @@ of an id and 20 float features in 4 Parquet files (row groups of ``CHUNK`` rows)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -48,19 +49,18 @@ def run(base: Path, repeats: int = 3) -> list[Row]:
     from airflow_ml_provider.hooks.mlflow import MlflowHook
     from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
     from scripts.testbed.predict_data import (
-        CONN_ENV,
+        local_mlflow_conn,
         log_local_models,
         make_frame,
-        mlflow_conn_json,
         peak_rss_growth,
         write_parquet,
     )
 
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    saved = os.environ.get(CONN_ENV)
-    os.environ[CONN_ENV] = mlflow_conn_json(base / "mlflow")
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
+        stack.enter_context(local_mlflow_conn(base / "mlflow"))
         models = log_local_models(base / "mlflow")
         src = base / "in"
         for i in range(FILES):
@@ -113,12 +113,6 @@ def run(base: Path, repeats: int = 3) -> list[Row]:
             return result["growth"] / 2**20
 
         ours_1, ours_10, script_10 = growth_mb("operator", 1), growth_mb("operator", 10), growth_mb("naive", 10)
-    finally:
-        if saved is None:
-            os.environ.pop(CONN_ENV, None)
-        else:
-            os.environ[CONN_ENV] = saved
-        shutil.rmtree(base, ignore_errors=True)
 
     def rate(seconds: float) -> str:
         return f"{rows / seconds / 1e6:.2f}M rows/s"

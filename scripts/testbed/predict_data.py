@@ -8,8 +8,10 @@ variable behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,21 @@ PIP = ["mlflow", "scikit-learn", "pandas"]
 def mlflow_conn_json(store: Path) -> str:
     """The ``ml_mlflow`` connection (for ``AIRFLOW_CONN_…``) of a local SQLite store under ``store``."""
     return json.dumps({"conn_type": "ml_mlflow", "host": f"sqlite:///{store / 'mlflow.db'}"})
+
+
+@contextlib.contextmanager
+def local_mlflow_conn(store: Path) -> Iterator[None]:
+    """``ml_mlflow_default`` (:data:`CONN_ENV`) on the local store under ``store`` for the block; the
+    previous value (or its absence) is restored afterwards."""
+    saved = os.environ.get(CONN_ENV)
+    os.environ[CONN_ENV] = mlflow_conn_json(store)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(CONN_ENV, None)
+        else:
+            os.environ[CONN_ENV] = saved
 
 
 def mlflow_env_snapshot() -> dict[str, str]:
