@@ -16,6 +16,8 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -31,7 +33,6 @@ from airflow_ml_provider.exceptions import MlProviderError
 from airflow_ml_provider.hooks.mlflow import SCOPED_VARIABLES, MlflowHook
 from airflow_ml_provider.jobs.spark_spec import SUBMISSION_TAG, parse_spec
 from airflow_ml_provider.operators import spark_train_result as train_result
-from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
 from airflow_ml_provider.operators.mlflow_registry import MlflowRegisterModelOperator
 from airflow_ml_provider.operators.spark_train import SparkTrainOperator
 from scripts.testbed import spark_bed
@@ -102,6 +103,15 @@ def check_run(result: dict[str, Any], experiment: str) -> Any:
     return run
 
 
+SCORE = """
+import json, sys
+from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
+out = MlflowBatchPredictOperator(task_id="score", model_uri=sys.argv[1], input_path=sys.argv[2],
+                                 output_path=sys.argv[3]).execute({})
+print("SCORED " + json.dumps(out, default=str))
+"""
+
+
 def register_and_score(result: dict[str, Any], data: Any, tmp_path: Path) -> Any:
     """The handoff: register the returned model_uri, score next week's data with the registered version."""
     import pandas as pd
@@ -113,9 +123,21 @@ def register_and_score(result: dict[str, Any], data: Any, tmp_path: Path) -> Any
     assert registered["version"] == "1"
     assert registered["model_uri"] == f"models:/{name}/1"
     out = tmp_path / "scores"
-    scored = MlflowBatchPredictOperator(
-        task_id="score", model_uri=registered["model_uri"], input_path=data.score, output_path=str(out)
-    ).execute(ctx("score"))
+    # In a process of its own: for a Spark ML model MLflow starts a local SparkSession to load it, and in
+    # this pytest process that session could meet the PySpark gateway state other modules left behind
+    # (seen in CI: 'Connection refused'). A task's process starts clean, as this one does.
+    done = subprocess.run(
+        [sys.executable, "-c", SCORE, registered["model_uri"], data.score, str(out)],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("SCORED ")]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert lines, done.stdout[-3000:]
+    scored = json.loads(lines[-1].removeprefix("SCORED "))
     assert scored["rows"] == 300
     frame = pd.read_parquet(out)
     assert len(frame) == 300
