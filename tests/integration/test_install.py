@@ -57,7 +57,8 @@ def test_connection_type_is_known_with_its_form(airflow_env: dict[str, str]) -> 
     widgets = json.loads(airflow(airflow_env, "providers", "widgets", "-o", "json"))
     ours = {w["connection_parameter_name"] for w in widgets if w["package_name"] == "airflow-ml-provider"}
     hdfs = {w for w in ours if w.startswith("extra__ml_hdfs__")}
-    assert {f"extra__ml_hdfs__{f}" for f in ("auth", "use_ssl", "verify", "ca_bundle", "timeout", "proxy_user")} == hdfs
+    fields = ("auth", "use_ssl", "verify", "ca_bundle", "timeout", "proxy_user", "rpc_port", "nameservice")
+    assert {f"extra__ml_hdfs__{f}" for f in fields} == hdfs
     for conn_type, cls in (
         ("ml_docker", "airflow_ml_provider.hooks.container.ContainerJobHook"),
         ("ml_swarm", "airflow_ml_provider.hooks.container.SwarmJobHook"),
