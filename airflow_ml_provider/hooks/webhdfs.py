@@ -276,6 +276,6 @@ class HdfsHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel the standard connection form fields (mirrors provider_info)."""
-        from airflow_ml_provider.provider_info import HDFS_UI_FIELD_BEHAVIOUR
+        from airflow_ml_provider.connection_forms import HDFS_UI_FIELD_BEHAVIOUR
 
         return HDFS_UI_FIELD_BEHAVIOUR
