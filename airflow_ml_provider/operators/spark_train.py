@@ -12,7 +12,6 @@ constructor does no I/O.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from airflow.sdk import BaseOperator
 from airflow_ml_provider.exceptions import InvalidSpecError
 from airflow_ml_provider.hooks.mlflow import MlflowHook
 from airflow_ml_provider.jobs.spark_spec import SUBMISSION_TAG, SpecError, TrainSpec, parse_spec
+from airflow_ml_provider.operators import spark_train_checks as checks
 from airflow_ml_provider.operators import spark_train_result as train_result
 from airflow_ml_provider.operators import spark_train_submit as submit
 from airflow_ml_provider.utils.templating import is_templated
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_SPARK_CONN_ID = "spark_default"
-_LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")
-_MEMORY = re.compile(r"^\d+[kmgtp]?b?$", re.IGNORECASE)
 #: Spec fields -> the operator's argument names, for messages.
 _ARGUMENT = {"input": "input_path", "label": "label_column", "params": "estimator_params",
              "mlflow.experiment": "experiment_name", "mlflow.run_name": "run_name", "mlflow.tags": "mlflow_tags",
@@ -231,27 +229,9 @@ class SparkTrainOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self._hook: submit.TrainingHook | None = None
         self._input_url = ""
-        for name, default in (
-            ("spark_conn_id", DEFAULT_SPARK_CONN_ID),
-            ("mlflow_conn_id", MlflowHook.default_conn_name),
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidSpecError(f"{name}={value!r} must name a connection, e.g. {name}={default!r}.")
-        for name in ("driver_memory", "executor_memory"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not _MEMORY.match(value)):
-                raise InvalidSpecError(f"{name}={value!r} must be a Spark memory size such as '2g' or '512m'.")
-        for name in ("executor_cores", "num_executors"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InvalidSpecError(f"{name}={value!r} must be a whole number >= 1, or None for Spark's default.")
-        if spark_binary is not None and (not isinstance(spark_binary, str) or not spark_binary.strip()):
-            raise InvalidSpecError(f"spark_binary={spark_binary!r} must be a path or a command name, or None.")
-        if spark_log_level is not None and spark_log_level not in _LOG_LEVELS:
-            raise InvalidSpecError(f"spark_log_level={spark_log_level!r} must be one of {list(_LOG_LEVELS)} or None.")
+        checks.check_arguments(self, DEFAULT_SPARK_CONN_ID)
         # Fail at DAG parse time for what is already known; templated values are checked after rendering.
-        self._check_submission(parse_time=True)
+        checks.check_master_and_conf(self.master, self.spark_conf, parse_time=True)
         self._spec(submission=None, parse_time=True)
 
     # -- the spec -----------------------------------------------------------------------------------
@@ -312,22 +292,6 @@ class SparkTrainOperator(BaseOperator):
             reason = str(e).split(": ", 1)[1] if ": " in str(e) else str(e)
             raise InvalidSpecError(f"{type(self).__name__} {self.task_id!r}: {argument}: {reason}.") from None
 
-    def _check_submission(self, parse_time: bool = False) -> None:
-        if parse_time and is_templated(self.master):
-            pass
-        elif self.master is not None and (not isinstance(self.master, str) or not self.master.strip()):
-            raise InvalidSpecError(f"master={self.master!r} must be a Spark master such as 'local[4]', or None.")
-        conf = self.spark_conf
-        if conf is None or (parse_time and is_templated(conf) and not isinstance(conf, Mapping)):
-            return
-        if not isinstance(conf, Mapping) or not all(isinstance(k, str) and k.strip() for k in conf):
-            raise InvalidSpecError(
-                f"spark_conf={conf!r} must be a dict of Spark properties, e.g. {{'spark.sql.shuffle.partitions': '8'}}."
-            )
-        bad = sorted(k for k, v in conf.items() if not isinstance(v, (str, int, float, bool)))
-        if bad:
-            raise InvalidSpecError(f"spark_conf values must be strings or numbers; {bad} are not.")
-
     # -- execution ----------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -335,7 +299,7 @@ class SparkTrainOperator(BaseOperator):
         from airflow.sdk.log import mask_secret
 
         started = time.monotonic()
-        self._check_submission()
+        checks.check_master_and_conf(self.master, self.spark_conf)
         tag = submit.submission_tag(context["ti"])
         hdfs_conf, hdfs_env = self._map_input()
         spec = self._spec(tag)
@@ -356,7 +320,7 @@ class SparkTrainOperator(BaseOperator):
                 application_args=["--spec", spec.to_json(), "--result", result_path],
             )
             cluster = hook.deploy_mode == "cluster"
-            self._check_deploy_mode(hook.master, cluster)
+            checks.check_deploy_mode(self.spark_conn_id, hook.master, cluster)
             env = hdfs_env | submit.driver_env(
                 config, cluster=cluster, master=hook.master, spark_conf=self.spark_conf or {}
             )
@@ -440,14 +404,6 @@ class SparkTrainOperator(BaseOperator):
         if self.spark_log_level:
             conf.setdefault("spark.log.level", self.spark_log_level)
         return conf
-
-    def _check_deploy_mode(self, master: str, cluster: bool) -> None:
-        if cluster and (master.startswith("spark://") or submit.is_local(master)):
-            kind = "a local master" if submit.is_local(master) else "Spark standalone"
-            raise InvalidSpecError(
-                f"Spark connection {self.spark_conn_id!r} sets deploy-mode 'cluster', which {kind} ({master}) "
-                "does not run Python applications in; set its deploy-mode extra to 'client' (or leave it out)."
-            )
 
     def on_kill(self) -> None:
         """Kill the submission: spark-submit and its driver (client mode), the driver or YARN application
