@@ -140,6 +140,22 @@ class EndpointDocker:
 
     # --- reading ---------------------------------------------------------------------------------
 
+    def missing_images(self, images: Sequence[str]) -> list[str]:
+        """Those of ``images`` the engine does not have (it is pinged first: an unreachable engine raises).
+
+        :param images: image references, e.g. ``airflow-ml-provider/serve:latest``.
+        """
+        import docker.errors
+
+        self._client.ping()
+        missing = []
+        for image in dict.fromkeys(images):
+            try:
+                self._client.images.get(image)
+            except docker.errors.ImageNotFound:
+                missing.append(image)
+        return missing
+
     @staticmethod
     def _describe(container: Any) -> ServiceContainer:
         from airflow_ml_provider.backends.docker_engine import parse_timestamp

@@ -140,6 +140,17 @@ def docker_images() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def serve_image(docker_images: dict[str, str]) -> str:
+    """The model-serving image (``scripts/testbed/serve_image.py``), built locally when missing; its tag."""
+    try:
+        from scripts.testbed.serve_image import ensure_serve_image
+
+        return ensure_serve_image()
+    except Exception as e:
+        service_unavailable(f"could not build the serve image: {type(e).__name__}: {e}")
+
+
+@pytest.fixture(scope="session")
 def swarm(docker_images: dict[str, str]) -> dict[str, str]:
     """The local engine as a one-node Swarm manager (``docker swarm init``); returns the image tags."""
     try:

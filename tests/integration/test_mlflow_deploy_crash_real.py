@@ -26,12 +26,11 @@ from tests.integration.test_mlflow_deploy_real import (
     log_linear,
     predict,
     register_and_promote,
-    serve_image,
 )
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["endpoint", "serve_image"]  # fixtures, imported so that pytest finds them here
+__all__ = ["endpoint"]  # a fixture, imported so that pytest finds it here
 
 
 def one(ep: str, role: str) -> Any:

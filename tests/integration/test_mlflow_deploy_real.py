@@ -32,7 +32,6 @@ from airflow_ml_provider.serving.endpoint_docker import (
 )
 from airflow_ml_provider.serving.router_client import local_http
 from scripts.testbed.request_load import RequestLoad, free_port_pair
-from tests.conftest import service_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -46,16 +45,6 @@ class TI:
 
 def ctx() -> Any:
     return {"ti": TI()}
-
-
-@pytest.fixture(scope="module")
-def serve_image(docker_images: dict[str, str]) -> str:
-    try:
-        from scripts.testbed.serve_image import ensure_serve_image
-
-        return ensure_serve_image()
-    except Exception as e:
-        service_unavailable(f"could not build the serve image: {type(e).__name__}: {e}")
 
 
 def endpoint_containers(endpoint: str) -> list[Any]:

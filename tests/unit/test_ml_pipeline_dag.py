@@ -1,4 +1,4 @@
-"""``dags/ml_pipeline.py`` as the DAG processor parses it and as a run executes it, operators faked (issue 14).
+"""``dags/ml_pipeline.py`` as the DAG processor parses it and as its tasks render and decide (issue 14).
 
 What the file must be: import-clean in a fresh interpreter with no connection configured (no
 mlflow, pyspark, pandas, docker, hdfs; no connection read, no network); scheduled every 150
@@ -9,24 +9,19 @@ not after a failed one; the failure notifier on every task; the Spark steps in t
 
 Every template field is rendered with the DAG's own (native) Jinja environment and then checked
 by the operators' own runtime validation, so a template that renders to something an operator
-refuses fails here, not in a run. Finally, ``dag.test()`` runs the DAG (in a subprocess, on a
-throwaway SQLite metadata database) with each operator's ``execute`` replaced by a fake that
-returns the XCom the real one returns: the trigger rules and the short-circuit are Airflow's own,
-so the scenarios prove which tasks run, skip or fail when the report fails, when nothing is
-promoted, when the deploy is off or fails, and when the ingest fails. The real operators run in
+refuses fails here, not in a run. Runs under ``dag.test()`` with the operators faked are in
+tests/unit/test_ml_pipeline_dag_runs.py; the real operators run in
 tests/integration/test_ml_pipeline_dag_real.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -104,6 +99,27 @@ def test_importing_the_dag_file_imports_nothing_heavy_and_reads_no_connection() 
     assert json.loads(out.strip().splitlines()[-1]) == []
 
 
+def _endpoint_with(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Parse the DAG file in a fresh interpreter with ``environ``; prints the deploy task's endpoint and port."""
+    code = (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('ml_pipeline', {str(DAG_PATH)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "d = m.dag.get_task('deploy'); print(d.endpoint_name, d.port)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ML_PIPELINE_")} | environ
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+
+
+def test_the_endpoint_defaults_to_ml_pipeline_on_8790_and_the_environment_moves_it() -> None:
+    assert (task("deploy").endpoint_name, task("deploy").port) == ("ml-pipeline", 8790)
+    moved = _endpoint_with({"ML_PIPELINE_ENDPOINT": "staging-units", "ML_PIPELINE_ENDPOINT_PORT": "9100"})
+    assert moved.stdout.split() == ["staging-units", "9100"], moved.stderr[-2000:]
+    bad = _endpoint_with({"ML_PIPELINE_ENDPOINT_PORT": "80a"})
+    assert bad.returncode != 0
+    assert "ML_PIPELINE_ENDPOINT_PORT='80a': give the endpoint's TCP port" in bad.stderr
+
+
 def test_schedule_is_every_150_minutes_without_catchup_one_run_at_a_time() -> None:
     from airflow.sdk import DeltaTriggerTimetable
 
@@ -123,7 +139,7 @@ def test_the_defaults_are_the_embedded_ones_and_the_docstring_names_every_connec
         "storage_root": "file:///tmp/ml-pipeline/lake",
         "spark_master": "local[*]",
         "algorithms": ["lightgbm_per_group"],
-        "deploy": True,
+        "deploy": "auto",
         "predict_input": None,
         "erp_table": "ml_pipeline_predictions",
         "max_drop": 0.10,
@@ -150,6 +166,8 @@ def test_the_defaults_are_the_embedded_ones_and_the_docstring_names_every_connec
         ("spark_master", ""),
         ("max_drop", 1.5),
         ("on_drop", "ignore"),
+        ("deploy", True),
+        ("deploy", "yes"),
     ],
 )
 def test_the_trigger_form_refuses_a_bad_param(name: str, value: Any) -> None:
@@ -165,7 +183,7 @@ def test_the_trigger_form_retargets_the_run() -> None:
         "storage_root": "hdfs:///lake/ml",
         "spark_master": "spark://spark-master:7077",
         "algorithms": ["gbt", "lightgbm_per_group", "linear", "random_forest"],
-        "deploy": False,
+        "deploy": "off",
         "erp_table": "erp.predictions",
     }
     assert params(conf) == {**params(), **conf}
@@ -252,7 +270,9 @@ def test_each_algorithm_makes_a_training_the_operator_accepts(algorithm: str) ->
     render(op, {"storage_root": "file:///data/lake", "spark_master": "local[2]"})
     assert op.master == "local[2]"
     assert op.run_name.startswith(f"{algorithm} manual__")
-    op._check_submission()
+    from airflow_ml_provider.operators import spark_train_checks
+
+    spark_train_checks.check_master_and_conf(op.master, op.spark_conf)  # what execute() checks first
     op._map_input()  # a file:// input: the ml_hdfs connection is not read
     spec = op._spec("dag/run/train/0/1/abcd1234")
     assert spec.input == "file:///data/lake/sales/ingested"
@@ -281,19 +301,60 @@ def test_select_model_keeps_the_lowest_rmse() -> None:
         select([])
 
 
+class RecordingTI:
+    """The ``ti`` a task callable gets: records ``xcom_push``."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
 @pytest.mark.parametrize(
-    ("promoted", "deploy", "expected"),
-    [(True, True, True), (False, True, False), (True, False, False), (False, False, False)],
-)
-def test_deploy_gate_opens_only_for_a_new_champion_with_deploy_on(
-    promoted: bool, deploy: bool, expected: bool, caplog: pytest.LogCaptureFixture
+    ("promoted", "mode", "blockers", "expected", "decision"),
+    [
+        (True, "on", ["ignored: on never asks"], True, "deploying version 2"),
+        (True, "auto", [], True, "deploying version 2"),
+        (True, "auto", ["no Docker engine for 'ml_docker_default' (...)"], False,
+         "skipped: deploy=auto and no Docker engine for 'ml_docker_default' (...)"),
+        (True, "off", [], False, "skipped: the deploy param is off (version 2 is @champion)"),
+        (False, "on", [], False, "skipped: version 2 did not become @champion (rmse 3.3 vs 3.1: does not win); "
+                                 "the endpoint keeps serving version 1"),
+        (False, "auto", [], False, "skipped: version 2 did not become @champion"),
+        (False, "off", [], False, "skipped: version 2 did not become @champion"),
+    ],
+)  # fmt: skip
+def test_deploy_gate_opens_only_for_a_new_champion_the_deploy_param_allows(
+    promoted: bool,
+    mode: str,
+    blockers: list[str],
+    expected: bool,
+    decision: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """``deploy_blockers`` (the engine and MLflow checks, tested in tests/unit/serving/test_readiness.py
+    and against the real dockerd) is replaced by its answer; it is asked only for ``auto``."""
+    from airflow_ml_provider.serving import readiness
+
+    asked: list[list[str]] = []
+
+    def blockers_of(*, images: list[str]) -> list[str]:
+        asked.append(list(images))
+        return blockers
+
+    monkeypatch.setattr(readiness, "deploy_blockers", blockers_of)
     caplog.set_level("INFO")
-    promotion = {"version": "2", "promoted": promoted, "previous_version": "1", "reason": "rmse 2.9 vs 3.1: wins"}
-    assert callable_of("deploy_gate")(promotion, deploy) is expected
+    reason = "rmse 2.9 vs 3.1: wins" if promoted else "rmse 3.3 vs 3.1: does not win"
+    promotion = {"version": "2", "promoted": promoted, "previous_version": "1", "reason": reason}
+    ti = RecordingTI()
+    assert callable_of("deploy_gate")(promotion, mode, ti=ti) is expected
+    assert ti.pushed["decision"].startswith(decision), ti.pushed
+    assert asked == ([["airflow-ml-provider/serve:latest", "airflow-ml-provider/base:bookworm"]]
+                     if promoted and mode == "auto" else [])  # fmt: skip
     if not expected:
         assert "Deploy skipped" in caplog.text
-        assert ("did not become @champion" in caplog.text) is (not promoted)
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -368,6 +429,13 @@ def test_ingest_report_predict_and_write_render_to_paths_the_operators_accept() 
         "model_uri": "models:/ml_pipeline_units/2",
         "run_id": "manual__2026-11-30T08:00:00+00:00",
     }
+    # a column_map is the complete mapping: with the constants it fills every NOT NULL column the
+    # ERP table has no default for (the predictions dataset has country, sku, week and prediction)
+    required = {
+        line.split()[0] for line in MODULE.ERP_TABLE_DDL.splitlines() if "NOT NULL" in line and "DEFAULT" not in line
+    }
+    assert set(write.column_map.values()) | set(write.constants) == required
+    assert set(write.column_map) == {"country", "sku", "week", "prediction"}
 
 
 def test_on_hdfs_the_paths_go_to_the_storage_connection() -> None:
@@ -398,198 +466,3 @@ def test_the_registry_steps_render_from_the_upstream_xcoms() -> None:
 def test_the_erp_rows_name_the_champion_predict_used_when_this_run_lost() -> None:
     lost = {**XCOMS, "promote": {**XCOMS["promote"], "promoted": False}}
     assert rendered("write_erp", xcoms=lost).constants["model_uri"] == "models:/ml_pipeline_units/1"
-
-
-# -- runs: dag.test() with every operator faked --------------------------------------------------------
-
-#: The DAG file dag.test() loads: ml_pipeline itself, every operator's execute replaced by a fake returning
-#: the XCom the real operator returns (plus the rendered template fields); a task named in the scenario's
-#: "fail" list raises AirflowFailException (no retries) instead.
-FAKE_DAG_FILE = r'''
-"""ml_pipeline (dag) with faked operators, for tests/unit/test_ml_pipeline_dag.py."""
-import importlib.util, json, os
-from airflow.sdk.exceptions import AirflowFailException
-from airflow_ml_provider.operators.batch_predict import MlflowBatchPredictOperator
-from airflow_ml_provider.operators.eda import EdaReportOperator
-from airflow_ml_provider.operators.erp_writer import ErpWriteOperator
-from airflow_ml_provider.operators.ingest import SqlIngestOperator
-from airflow_ml_provider.operators.mlflow_deploy import MlflowDeployModelOperator
-from airflow_ml_provider.operators.mlflow_registry import MlflowPromoteModelOperator, MlflowRegisterModelOperator
-from airflow_ml_provider.operators.spark_train import SparkTrainOperator
-
-SCENARIO = json.loads(os.environ["ML_PIPELINE_SCENARIO"])
-RMSE = {"lightgbm_per_group": 3.0, "gbt": 2.5, "random_forest": 2.8, "linear": 4.0}
-PROMOTED = SCENARIO.get("promoted", True)
-FAKES = {
-    SqlIngestOperator: lambda op: {"path": op.output_path, "rows": 120},
-    EdaReportOperator: lambda op: {"report_html": op.input_path + "/_eda/report.html"},
-    SparkTrainOperator: lambda op: {"run_id": "run-" + op.algorithm, "algorithm": op.algorithm, "metric": "rmse",
-                                    "model_uri": "runs:/run-" + op.algorithm + "/model",
-                                    "metrics": {"rmse": RMSE[op.algorithm]}},
-    MlflowRegisterModelOperator: lambda op: {"name": op.name, "version": "2", "model_uri": op.model_uri},
-    MlflowPromoteModelOperator: lambda op: {"name": op.name, "version": str(op.version), "promoted": PROMOTED,
-                                            "previous_version": "1", "reason": "scenario"},
-    MlflowDeployModelOperator: lambda op: {"endpoint": "http://127.0.0.1:%d" % op.port, "version": "2"},
-    MlflowBatchPredictOperator: lambda op: {"output_path": op.output_path, "rows": 120},
-    ErpWriteOperator: lambda op: {"table": op.table, "rows": 120},
-}
-
-
-def _fake(result):
-    def execute(self, context):
-        if self.task_id in SCENARIO.get("fail", []):
-            raise AirflowFailException(self.task_id + " fails in this scenario")
-        return {**result(self), "rendered": {f: getattr(self, f) for f in self.template_fields}}
-    return execute
-
-
-for cls, result in FAKES.items():
-    cls.execute = _fake(result)
-
-spec = importlib.util.spec_from_file_location("ml_pipeline_dag", os.environ["ML_PIPELINE_DAG"])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-dag = module.dag
-'''
-
-#: dag.test() with the scenario's conf; prints the run's state, each task instance's state and XCom.
-RUNNER = r"""
-import json, sys
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-sys.path.insert(0, sys.argv[1])
-import ml_pipeline_fake
-dag = ml_pipeline_fake.dag
-dr = dag.test(run_conf=json.loads(sys.argv[2]))
-with create_session() as session:
-    def key(task_id, map_index):
-        return task_id if map_index < 0 else f"{task_id}[{map_index}]"
-    rows = session.query(XComModel).filter(XComModel.dag_id == dag.dag_id, XComModel.run_id == dr.run_id).all()
-    xcoms = {key(r.task_id, r.map_index): r.value for r in rows if r.key == "return_value"}
-    states = {key(ti.task_id, ti.map_index): str(ti.state) for ti in dr.get_task_instances(session=session)}
-print("RESULT " + json.dumps({"state": str(dr.state), "xcoms": xcoms, "states": states}, default=str))
-"""
-
-
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A throwaway Airflow home (SQLite metadata database, migrated once) whose DAGs folder holds the faked DAG."""
-    home = tmp_path_factory.mktemp("airflow-ml-pipeline")
-    (home / "dags").mkdir()
-    (home / "dags" / "ml_pipeline_fake.py").write_text(FAKE_DAG_FILE)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "ML_PIPELINE_DAG": str(DAG_PATH),
-        "PYTHONPATH": str(ROOT),
-    }
-    airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    return env
-
-
-def run_fake(env: dict[str, str], conf: dict[str, Any], scenario: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    done = subprocess.run(
-        [sys.executable, "-c", RUNNER, env["AIRFLOW__CORE__DAGS_FOLDER"], json.dumps(conf)],
-        env={**env, "ML_PIPELINE_SCENARIO": json.dumps(scenario)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    output = done.stdout + done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, output[-8000:]
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    for task, value in result["xcoms"].items():
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                result["xcoms"][task] = json.loads(value)
-    return result, output
-
-
-def states(result: dict[str, Any]) -> dict[str, str]:
-    return {task: state.removeprefix("TaskInstanceState.").lower() for task, state in result["states"].items()}
-
-
-def test_a_run_trains_every_algorithm_registers_the_best_and_deploys_the_new_champion(
-    airflow_env: dict[str, str],
-) -> None:
-    conf = {
-        "algorithms": ["lightgbm_per_group", "gbt"],
-        "storage_root": "file:///data/lake",
-        "spark_master": "local[2]",
-    }
-    result, output = run_fake(airflow_env, conf, {})
-    assert result["state"].endswith("success"), (result["states"], output[-6000:])
-    assert set(states(result).values()) == {"success"}
-    assert sorted(states(result)) == sorted([*(t for t in UPSTREAM if t != "train"), "train[0]", "train[1]"])
-    xcoms = result["xcoms"]
-    assert xcoms["ingest"]["rendered"]["output_path"] == "file:///data/lake/sales/ingested"
-    assert [xcoms[f"train[{i}]"]["algorithm"] for i in (0, 1)] == ["lightgbm_per_group", "gbt"]
-    assert {xcoms[f"train[{i}]"]["rendered"]["master"] for i in (0, 1)} == {"local[2]"}
-    assert xcoms["select_model"]["algorithm"] == "gbt"  # the lower RMSE
-    assert xcoms["register"]["rendered"]["model_uri"] == "runs:/run-gbt/model"
-    assert xcoms["promote"]["rendered"]["gate_metric"] == "rmse"
-    assert xcoms["deploy_gate"] is True
-    assert xcoms["deploy"]["endpoint"] == "http://127.0.0.1:8790"
-    assert xcoms["predict"]["rendered"]["input_path"] == "file:///data/lake/sales/ingested"
-    assert xcoms["write_erp"]["rendered"]["constants"]["model_uri"] == "models:/ml_pipeline_units/2"
-    assert "The failure alert was not delivered" not in output
-
-
-@pytest.mark.parametrize(
-    ("scenario", "conf", "expected"),
-    [
-        pytest.param(
-            {"fail": ["eda"], "promoted": False},
-            {},
-            {"eda": "failed", "deploy": "skipped", "run": "success"},
-            id="report-fails-and-nothing-promoted:-training-predict-and-write-still-run",
-        ),
-        pytest.param(
-            {},
-            {"deploy": False},
-            {"deploy": "skipped", "run": "success"},
-            id="deploy-off:-skipped-the-rest-runs",
-        ),
-        pytest.param(
-            {"fail": ["deploy"]},
-            {},
-            {"deploy": "failed", "predict": "upstream_failed", "write_erp": "upstream_failed", "run": "failed"},
-            id="deploy-fails:-no-predictions-no-erp-write",
-        ),
-        pytest.param(
-            {"fail": ["ingest"]},
-            {},
-            {
-                "ingest": "failed",
-                **{t: "upstream_failed" for t in UPSTREAM if t not in ("ingest", "train")},
-                "train": "upstream_failed",
-                "run": "failed",
-            },
-            id="ingest-fails:-nothing-else-runs",
-        ),
-    ],
-)
-def test_trigger_rules_and_the_deploy_gate_in_a_run(
-    airflow_env: dict[str, str], scenario: dict[str, Any], conf: dict[str, Any], expected: dict[str, str]
-) -> None:
-    result, output = run_fake(airflow_env, conf, scenario)
-    run_state = expected.pop("run")
-    assert result["state"].endswith(run_state), (result["states"], output[-6000:])
-    want = {t: "success" for t in UPSTREAM if t != "train"} | {"train[0]": "success"}
-    if "train" in expected:  # never expanded: one unmapped task instance
-        want.pop("train[0]")
-        want["train"] = expected.pop("train")
-    want |= expected
-    assert states(result) == want, output[-6000:]
-    failed = [t for t, s in want.items() if s == "failed"]
-    for task_id in failed:  # the notifier ran for the failed task (no ml_webhook_default here)
-        assert f"{task_id} fails in this scenario" in output
-    assert output.count("The failure alert was not delivered (connection 'ml_webhook_default')") >= len(failed)
-    if scenario.get("promoted") is False:
-        assert result["xcoms"]["write_erp"]["rendered"]["constants"]["model_uri"] == "models:/ml_pipeline_units/1"

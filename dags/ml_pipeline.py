@@ -17,9 +17,13 @@ Each run, on the data as it is when the run starts:
 4. `register` registers it as a new version of the `ml_pipeline_units` model; `promote` makes it
    `@champion` only if its RMSE beats the current champion's (else it becomes `@challenger` and
    the champion stays).
-5. `deploy_gate` lets `deploy` run only when this run promoted a new champion and `deploy` is on:
-   the champion is then served blue/green behind `http://127.0.0.1:8790` (endpoint
-   `ml-pipeline`) on the local Docker engine; the old version serves until the new one is
+5. `deploy_gate` lets `deploy` run only when this run promoted a new champion and the `deploy`
+   param allows it (`auto`, the default: when a Docker engine with the serving image answers and
+   MLflow is a tracking server; `on`: always; `off`: never). The reason for its decision is in its
+   log and in its XCom `decision`. The champion is then served blue/green behind
+   `http://127.0.0.1:8790` (endpoint `ml-pipeline`; the environment variables `ML_PIPELINE_ENDPOINT`
+   and `ML_PIPELINE_ENDPOINT_PORT` of the DAG processor and the workers change them) on the local
+   Docker engine; the old version serves until the new one is
    healthy. Otherwise `deploy` is skipped and the endpoint is left as it is.
 6. `predict` scores `predict_input` (empty: the ingested data) with `models:/ml_pipeline_units@champion`
    on Spark (`spark_master` again) into `<storage_root>/<source_table>/predictions/`; it runs
@@ -69,8 +73,8 @@ export AIRFLOW_CONN_ML_MLFLOW_DEFAULT='{"conn_type": "ml_mlflow", "host": "http:
    scoring; raise it when `spark_master` is a cluster):
    `airflow pools set ml_pipeline_spark 1 "ml_pipeline Spark applications"`.
 4. For the deploy step: the serving image `airflow-ml-provider/serve:latest` on the Docker engine
-   (`make images`), and an http(s) MLflow tracking server. Without them, trigger with `deploy`
-   off: everything else runs, and the deploy is skipped with the reason in `deploy_gate`'s log.
+   (`make images`), and an http(s) MLflow tracking server. Without them, `deploy=auto` skips the
+   deploy and says why in `deploy_gate`'s log; everything else runs.
    The serving image has LightGBM and scikit-learn, not Spark: a Spark ML champion (`linear`,
    `gbt`, `random_forest`) is scored by `predict` but cannot be served from it.
 
@@ -94,6 +98,7 @@ table. Press Trigger for an extra run.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 from airflow.sdk import DAG, DeltaTriggerTimetable, Param, TriggerRule, task
@@ -123,9 +128,13 @@ DEFAULT_ERP_TABLE = "ml_pipeline_predictions"
 DEFAULT_SPARK_MASTER = "local[*]"
 EXPERIMENT = "ml_pipeline"
 MODEL_NAME = "ml_pipeline_units"
-ENDPOINT_NAME = "ml-pipeline"
-#: The endpoint's stable port (its router's control port is the next one).
-ENDPOINT_PORT = 8790
+#: The endpoint and its stable port (its router's control port is the next one); the environment
+#: variables ML_PIPELINE_ENDPOINT / ML_PIPELINE_ENDPOINT_PORT of the DAG processor and workers override them.
+ENDPOINT_NAME = os.environ.get("ML_PIPELINE_ENDPOINT") or "ml-pipeline"
+_PORT = os.environ.get("ML_PIPELINE_ENDPOINT_PORT") or "8790"
+if not _PORT.isdigit():
+    raise ValueError(f"ML_PIPELINE_ENDPOINT_PORT={_PORT!r}: give the endpoint's TCP port, e.g. 8790 (or unset it).")
+ENDPOINT_PORT = int(_PORT)
 LABEL = "units_sold"
 #: The training's metric, which is also the champion gate's (lower is better).
 METRIC = "rmse"
@@ -177,6 +186,8 @@ ERP_TABLE_DDL = """CREATE TABLE {table} (
     written_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (country, sku, week)
 )"""
+#: The deploy param's values (see deploy_gate).
+DEPLOY_MODES = ("auto", "on", "off")
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
 
 
@@ -228,10 +239,11 @@ with DAG(
             "gbt, random_forest, linear. The one with the lowest holdout RMSE goes to the champion gate.",
         ),
         "deploy": Param(
-            True,
-            type="boolean",
-            description="Serve a newly promoted champion on the local Docker engine (blue/green). Off: the "
-            "deploy step is skipped.",
+            "auto",
+            enum=list(DEPLOY_MODES),
+            description="Serve a newly promoted champion on the Docker engine (blue/green): auto = when an "
+            "engine with the serving image answers and MLflow is a tracking server, else skipped saying why; "
+            "on = always (the task fails if it cannot); off = never.",
         ),
         "predict_input": Param(
             None,
@@ -363,24 +375,33 @@ with DAG(
 
     # Skips only its direct downstream (deploy); predict's own trigger rule decides for it.
     @task.short_circuit(ignore_downstream_trigger_rules=False, retries=0)
-    def deploy_gate(promotion: Any, deploy: Any) -> bool:
-        """Deploy only a champion this run promoted, and only with the ``deploy`` param on."""
+    def deploy_gate(promotion: Any, mode: Any, ti: Any = None) -> bool:
+        """Deploy only a champion this run promoted, as the ``deploy`` param says; the reason goes to XCom."""
         import logging
 
-        log = logging.getLogger(__name__)
+        from airflow_ml_provider.operators.mlflow_deploy import DEFAULT_IMAGE, DEFAULT_ROUTER_IMAGE
+        from airflow_ml_provider.serving.readiness import deploy_blockers
+
         version = promotion["version"]
         if not promotion["promoted"]:
-            log.info(
-                "Deploy skipped: version %s did not become @champion (%s); the endpoint keeps serving version %s.",
-                version,
-                promotion["reason"],
-                promotion["previous_version"],
+            reason = (
+                f"version {version} did not become @champion ({promotion['reason']}); the endpoint keeps "
+                f"serving version {promotion['previous_version']}"
             )
+        elif mode == "off":
+            reason = f"the deploy param is off (version {version} is @champion)"
+        elif mode == "auto" and (blockers := deploy_blockers(images=[DEFAULT_IMAGE, DEFAULT_ROUTER_IMAGE])):
+            reason = f"deploy=auto and {'; '.join(blockers)}"
+        else:
+            reason = ""
+        if ti is not None:
+            ti.xcom_push(key="decision", value=f"skipped: {reason}" if reason else f"deploying version {version}")
+        if reason:
+            logging.getLogger(__name__).warning("Deploy skipped: %s.", reason)
             return False
-        if not deploy:
-            log.info("Deploy skipped: the deploy param is off (version %s is @champion).", version)
-            return False
-        log.info("Version %s is the new @champion (%s): deploying it.", version, promotion["reason"])
+        logging.getLogger(__name__).info(
+            "Version %s is the new @champion (%s): deploying it.", version, promotion["reason"]
+        )
         return True
 
     deploy = MlflowDeployModelOperator(
@@ -391,7 +412,7 @@ with DAG(
         port=ENDPOINT_PORT,
         resources={"cpus": 1, "memory": "1Gi"},
     )
-    deploy_gate(promote.output, deploy="{{ params.deploy }}") >> deploy
+    deploy_gate(promote.output, mode="{{ params.deploy }}") >> deploy
 
     # After a skipped deploy (nothing promoted, or deploy off) but not after a failed one.
     predict = MlflowBatchPredictOperator(
@@ -416,7 +437,8 @@ with DAG(
         table="{{ params.erp_table }}",
         input_path=PREDICTIONS,
         key_column="country",
-        column_map={"prediction": "predicted_units"},
+        # the complete mapping: with a column_map only the columns it names are written
+        column_map={"country": "country", "sku": "sku", "week": "week", "prediction": "predicted_units"},
         constants={"model_uri": MODEL_IN_USE, "run_id": "{{ run_id }}"},
         max_drop="{{ params.max_drop }}",
         on_drop="{{ params.on_drop }}",
