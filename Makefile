@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit integration lint system venv bench clean-testbed demo images
+.PHONY: test unit integration lint system venv bench clean-testbed demo demo-markdown images
 
 test: system venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -37,9 +37,14 @@ $(STAMP): pyproject.toml scripts/check_pyspark.py
 	$(PY) scripts/check_pyspark.py --fix
 	touch $(STAMP)
 
-# The markdown_pricing pipeline once, on embedded defaults (local dockerd, synthetic data).
+# ml_pipeline end to end through a real scheduler, on embedded defaults (SQLite source and ERP,
+# local storage, Spark local[*], a local MLflow server, the local Docker engine); all under .demo/.
 demo: system venv
 	$(PY) scripts/demo.py
+
+# The markdown_pricing pipeline once under dag.test() (local dockerd, synthetic data).
+demo-markdown: system venv
+	$(PY) scripts/demo_markdown.py
 
 bench: system venv
 	$(PY) -m bench

@@ -19,6 +19,7 @@ from bench import (
     imports,
     ingest,
     launch_overhead,
+    ml_pipeline,
     requests_per_poke,
     slot_seconds,
     spark_predict,
@@ -65,6 +66,9 @@ def main() -> int:
     print(table(rows[-7:]), flush=True)
     rows += spark_predict.run(base / "spark-predict")
     print(table(rows[-2:]), flush=True)
+    pipeline_rows = ml_pipeline.run(base / "ml-pipeline")  # its own MLflow server and Airflow
+    rows += pipeline_rows
+    print(table(pipeline_rows), flush=True)
     print("\n## airflow-ml-provider benchmarks (lower ratio is better)\n")
     print(table(rows))
     return 0

@@ -38,16 +38,17 @@ A task that fails for good sends the failure alert to the `ml_webhook_default` c
 ## Connections
 
 - `ml_pipeline_source` (type `sqlite`, `postgres` or `mysql`): the source database holding
-  `source_table`. Laptop default (`make demo`): `sqlite`, Host = the database file, e.g.
-  `/tmp/ml-pipeline/source.db`.
+  `source_table`. On a laptop: `sqlite`, Host = the database file, e.g. `/tmp/ml-pipeline/source.db`
+  (`make demo` makes its own under `.demo/`).
 - `ml_pipeline_erp` (type `sqlite`, `postgres` or `mysql`): the ERP database; `erp_table` must
-  exist (`ERP_TABLE_DDL` in this file creates it). Laptop default: `sqlite`, Host =
+  exist (`ERP_TABLE_DDL` in this file creates it). On a laptop: `sqlite`, Host =
   `/tmp/ml-pipeline/erp.db`.
-- `ml_mlflow_default` (type `ml_mlflow`): tracking and registry. Laptop default: a local store,
-  `sqlite:////tmp/ml-pipeline/mlflow.db` (create the `ml_pipeline` and `ml_pipeline-eda`
-  experiments with an artifact location first, or the artifacts land in the worker's `./mlruns`).
-  The deploy step needs an http(s) tracking server the model containers can reach instead, e.g.
-  `mlflow server` on `http://127.0.0.1:5000`.
+- `ml_mlflow_default` (type `ml_mlflow`): tracking and registry. A local store
+  (`sqlite:////tmp/ml-pipeline/mlflow.db`; create the `ml_pipeline` and `ml_pipeline-eda`
+  experiments with an artifact location first, or the artifacts land in the worker's `./mlruns`)
+  trains and predicts, but the deploy step needs an http(s) tracking server the model containers
+  can reach, e.g. `mlflow server` on `http://127.0.0.1:5000` over that same store (what `make demo`
+  runs).
 - `ml_hdfs_default` (type `ml_hdfs`): only read when `storage_root` is not a `file://` path.
 - `spark_default` (type `spark`): spark-submit's settings (deploy mode, binary, queue); the
   master always comes from `spark_master`. Without it, the worker's pyspark runs spark-submit.

@@ -9,8 +9,10 @@ component updates and sync are off), so it only talks to the api-server on 127.0
 It signs in through the api-server's own login page when the api-server asks for it (the simple
 auth manager of :class:`~scripts.testbed.airflow_bed.AirflowBed`), then offers what tests of the
 UI need: open a Dag's page, read its *Dag Docs*, open its *Trigger* form, see which parameters
-the form marks as required and left empty, press *Trigger* and return the request the form sent
-with the api-server's answer. A Trigger button that stays disabled raises
+the form marks as required and left empty, type parameters, press *Trigger* and return the request
+the form sent with the api-server's answer; then watch the run's page until its header shows a
+state (:meth:`AirflowUI.wait_for_run`, with the grid's cells of that run), and open a task's log
+by clicking its cell in the grid (:meth:`AirflowUI.open_task_log`). A Trigger button that stays disabled raises
 :class:`TriggerDisabledError` naming those parameters, with a screenshot of the form.
 
 Usage, with a started bed::
@@ -314,6 +316,91 @@ class AirflowUI:
         except Exception:
             body = response.text()
         return TriggerResult(dag_id=dag_id, status=response.status, request=request, response=body)
+
+    # ------------------------------------------------------------------ runs, grid and logs
+
+    def open_run(self, dag_id: str, run_id: str) -> Page:
+        """The run's page (its header card, the grid on the left with this run's column)."""
+        page = self.goto(f"/dags/{dag_id}/runs/{run_id}")
+        page.get_by_test_id("header-card").wait_for()
+        return page
+
+    def run_state(self) -> str:
+        """The state the open run page's header shows, lower case (e.g. ``success``, ``running``)."""
+        header = self.page.get_by_test_id("header-card")
+        badge = header.get_by_test_id("state-badge").first
+        return badge.inner_text().strip().lower()
+
+    def grid_task_ids(self, run_id: str) -> list[str]:
+        """The task ids the grid shows a cell for in the column of ``run_id`` (groups and mapped tasks once)."""
+        prefix = f"grid-{run_id}-"
+        ids: list[str] = self.page.evaluate(
+            """prefix => [...document.querySelectorAll('a[id]')]
+                .map(a => a.id).filter(id => id.startsWith(prefix)).map(id => id.slice(prefix.length))""",
+            prefix,
+        )
+        return ids
+
+    def wait_for_run(self, dag_id: str, run_id: str, states: set[str], timeout: float = 600.0) -> str:
+        """Open the run's page and wait until its header shows one of ``states`` (lower case); that state.
+
+        The page is reloaded every few seconds (as a person would press refresh). Raises
+        AssertionError with a screenshot when it shows a final state not wanted, or on timeout.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while True:
+            self.open_run(dag_id, run_id)
+            with contextlib.suppress(Exception):  # the badge fills in once the run's data arrived
+                badge = "[data-testid=header-card] [data-testid=state-badge]"
+                self.page.wait_for_function(
+                    f"() => document.querySelector('{badge}')?.textContent.trim()", timeout=5000
+                )
+            state = self.run_state()
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if state in states:
+                return state
+            if state in ("success", "failed") or time.monotonic() > deadline:
+                shot = self.screenshot(f"run-{dag_id}-{state or 'unknown'}")
+                where = f"; screenshot: {shot}" if shot else ""
+                raise AssertionError(f"run {run_id} of {dag_id} shows {seen} (wanted {sorted(states)}){where}")
+            self.page.wait_for_timeout(3000)
+
+    def open_task_log(self, dag_id: str, run_id: str, task_id: str, *, expect: str | None = None) -> str:
+        """Click the task's cell in the grid of the run's page, and return the text its log view shows.
+
+        The log view renders only the lines in sight: the text is read at the top and again
+        scrolled to the bottom. With ``expect``, waits (up to the page timeout) until that text
+        shows, else raises AssertionError with a screenshot.
+        """
+        page = self.open_run(dag_id, run_id)
+        page.locator(f'[id="grid-{run_id}-{task_id}"]').click()
+        page.wait_for_url(lambda url: f"/tasks/{task_id}" in url)
+        log = page.get_by_test_id("virtualized-list")
+        log.wait_for()
+
+        def read() -> str:
+            top = log.inner_text()
+            page.get_by_test_id("virtual-scroll-container").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+            page.wait_for_timeout(300)
+            return top + "\n" + log.inner_text()
+
+        text = read()
+        if expect is None:
+            return text
+        for _ in range(int(self.timeout)):
+            if expect in text:
+                break
+            page.wait_for_timeout(1000)
+            text = read()
+        if expect not in text:
+            shot = self.screenshot(f"log-{dag_id}-{task_id}")
+            where = f"; screenshot: {shot}" if shot else ""
+            raise AssertionError(f"the log of {task_id} in run {run_id} lacks {expect!r}{where}:\n{text[-3000:]}")
+        return text
 
 
 def main() -> int:
