@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit integration lint system venv bench clean-testbed demo demo-markdown images
+.PHONY: test unit integration lint system venv bench clean-testbed demo demo-markdown images compose-up compose-down
 
 test: system venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -55,3 +55,11 @@ clean-testbed:
 # Docker test bed: dockerd + single-node swarm + the base/train images, built locally (no registry).
 images: system venv
 	$(PY) -m scripts.testbed.docker_bed ensure
+
+# The docker-compose.yaml stack on free ports with its own .env (scripts/testbed/compose_bed.py);
+# `docker-compose up -d --build` with a .env from `python -m scripts.compose_env` is the manual way.
+compose-up: images
+	$(PY) -m scripts.testbed.compose_bed up
+
+compose-down: venv
+	$(PY) -m scripts.testbed.compose_bed down

@@ -12,6 +12,7 @@ import sys
 
 from bench import (
     batch_predict,
+    compose_stack,
     eda,
     endpoint,
     erp_write,
@@ -69,6 +70,9 @@ def main() -> int:
     pipeline_rows = ml_pipeline.run(base / "ml-pipeline")  # its own MLflow server and Airflow
     rows += pipeline_rows
     print(table(pipeline_rows), flush=True)
+    compose_rows = compose_stack.run(base / "compose")  # docker-compose.yaml; BENCH_COMPOSE_COLD=1: cold build too
+    rows += compose_rows
+    print(table(compose_rows), flush=True)
     print("\n## airflow-ml-provider benchmarks (lower ratio is better)\n")
     print(table(rows))
     return 0

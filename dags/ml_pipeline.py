@@ -123,10 +123,13 @@ ERP_CONN_ID = "ml_pipeline_erp"
 HDFS_CONN_ID = HdfsHook.default_conn_name
 #: The Spark applications this DAG starts (training, scoring) share this pool; 1 slot on one machine.
 SPARK_POOL = "ml_pipeline_spark"
-DEFAULT_STORAGE_ROOT = "file:///tmp/ml-pipeline/lake"
+#: The storage_root and spark_master params' defaults (what scheduled runs use); the environment
+#: variables ML_PIPELINE_STORAGE_ROOT / ML_PIPELINE_SPARK_MASTER of the DAG processor override them
+#: (the compose stack points them at its HDFS and its Spark master).
+DEFAULT_STORAGE_ROOT = os.environ.get("ML_PIPELINE_STORAGE_ROOT") or "file:///tmp/ml-pipeline/lake"
 DEFAULT_SOURCE_TABLE = "sales"
 DEFAULT_ERP_TABLE = "ml_pipeline_predictions"
-DEFAULT_SPARK_MASTER = "local[*]"
+DEFAULT_SPARK_MASTER = os.environ.get("ML_PIPELINE_SPARK_MASTER") or "local[*]"
 EXPERIMENT = "ml_pipeline"
 MODEL_NAME = "ml_pipeline_units"
 #: The endpoint and its stable port (its router's control port is the next one); the environment

@@ -53,6 +53,8 @@ need_mysqlclient_build() {
 
 # Docker test bed: the engine (dockerd + CLI + containerd + runc); scripts/dockerd.sh starts it.
 need_docker() { need_cmd dockerd docker.io; }
+# Compose stack test (tests/integration/test_compose_stack.py): Debian's docker-compose 1.29.
+need_compose() { need_cmd docker-compose docker-compose; }
 
 # Docker test bed: builds the Debian root filesystem of the base image (no registry here).
 need_mmdebstrap() { need_cmd mmdebstrap mmdebstrap; }
@@ -68,6 +70,7 @@ NEEDS=(
     need_krb5_dev
     need_mysqlclient_build
     need_docker
+    need_compose
     need_mmdebstrap
     need_chromium
 )

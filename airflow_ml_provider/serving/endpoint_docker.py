@@ -145,7 +145,8 @@ class EndpointDocker:
 
         :param images: image references, e.g. ``airflow-ml-provider/serve:latest``.
         """
-        import docker.errors
+        with requires_extra("docker"):
+            import docker.errors
 
         self._client.ping()
         missing = []

@@ -12,6 +12,8 @@ Nothing here ships in the wheel. Tests (``tests/``), benchmarks (``bench/``) and
 * ``browser`` -- Debian's Chromium driven headless by Playwright against a bed's Airflow UI;
 * ``demo_stack`` -- ``ml_pipeline`` on embedded defaults (SQLite source and ERP, ``file://``, a local
   MLflow server) on an ``airflow_bed``: ``make demo``, its tests, the browser test and its benchmark;
+* ``compose_bed`` / ``compose_api`` -- the top-level ``docker-compose.yaml`` stack built, started, checked
+  and removed, and a client of its REST API;
 * ``install_bed`` -- the built sdist/wheel, and plain-Airflow venvs with each extra installed;
 * ``smtp_bed`` -- an aiosmtpd SMTP server on loopback that keeps what it receives;
 * ``counting_proxy`` / ``request_load`` -- request counting and HTTP load on loopback.

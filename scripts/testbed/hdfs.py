@@ -53,27 +53,8 @@ JVM_FLAGS = (
 )
 LOG_TAIL_LINES = 40
 
-_LOG4J = """\
-log4j.rootLogger=INFO,console
-log4j.appender.console=org.apache.log4j.ConsoleAppender
-log4j.appender.console.target=System.err
-log4j.appender.console.layout=org.apache.log4j.PatternLayout
-log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n
-log4j.logger.org.apache.hadoop.util.NativeCodeLoader=ERROR
-log4j.logger.org.apache.hadoop.metrics2=WARN
-log4j.logger.org.apache.hadoop.hdfs.StateChange=WARN
-log4j.logger.BlockStateChange=WARN
-log4j.logger.org.apache.hadoop.hdfs.server.datanode.DataNode.clienttrace=WARN
-log4j.logger.org.apache.hadoop.hdfs.server.namenode.FSNamesystem.audit=WARN
-"""
-# Jersey 1 logs through java.util.logging. Its WADL generator needs a JAXB implementation,
-# which Java 11+ no longer ships: harmless (WebHDFS needs no WADL), but it logs a SEVERE stack.
-_JUL = """\
-handlers=java.util.logging.ConsoleHandler
-.level=WARNING
-com.sun.jersey.server.impl.wadl.level=OFF
-com.sun.jersey.spi.inject.Errors.level=OFF
-"""
+#: The daemons' log4j and java.util.logging (Jersey 1) settings, shared with the compose stack's HDFS image.
+_LOG_SETTINGS = Path(__file__).resolve().parents[1] / "images" / "hdfs"
 
 
 class HdfsStartError(RuntimeError):
@@ -116,8 +97,8 @@ def _write_conf(conf_dir: Path, core: Mapping[str, str], hdfs: Mapping[str, str]
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "core-site.xml").write_text(_site_xml(core))
     (conf_dir / "hdfs-site.xml").write_text(_site_xml(hdfs))
-    (conf_dir / "log4j.properties").write_text(_LOG4J)
-    (conf_dir / "logging.properties").write_text(_JUL)
+    for name in ("log4j.properties", "logging.properties"):
+        shutil.copyfile(_LOG_SETTINGS / name, conf_dir / name)
 
 
 def _session() -> requests.Session:
