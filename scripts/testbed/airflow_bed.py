@@ -593,6 +593,17 @@ class AirflowBed:
             f"DAG {dag_id!r} was not parsed within {timeout}s; import errors:\n{rendered}\n{self.logs_tail(40)}"
         )
 
+    def wait_unpaused(self, dag_id: str, timeout: float = 10) -> None:
+        """Wait until ``dag_id`` is unpaused, e.g. by the Trigger form's "unpause" request.
+
+        That request is the form's own, apart from the trigger's, and may land after the trigger's
+        answer (CI saw both); a page left at once can cancel it. Raises AssertionError after ``timeout`` s.
+        """
+        deadline = time.monotonic() + timeout
+        while self.api("GET", f"/api/v2/dags/{self._q(dag_id)}")["is_paused"] is not False:
+            assert time.monotonic() < deadline, f"{dag_id} is still paused after {timeout:.0f} s"
+            time.sleep(0.2)
+
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Unpause ``dag_id`` and create a manual run (``logical_date`` null); return its run_id."""
         q = self._q(dag_id)

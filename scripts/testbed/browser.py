@@ -33,6 +33,7 @@ import importlib.util
 import json
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -331,15 +332,27 @@ class AirflowUI:
         badge = header.get_by_test_id("state-badge").first
         return badge.inner_text().strip().lower()
 
-    def grid_task_ids(self, run_id: str) -> list[str]:
-        """The task ids the grid shows a cell for in the column of ``run_id`` (groups and mapped tasks once)."""
+    def grid_task_ids(self, run_id: str, expect: Collection[str] = (), timeout: float = 30.0) -> list[str]:
+        """The task ids the grid shows a cell for in the column of ``run_id`` (groups and mapped tasks once).
+
+        :param run_id: the run whose column is read.
+        :param expect: task ids to wait for (the grid fills in after the run's header): the cells are
+            read again until all of them show, at most ``timeout`` seconds; then what shows is returned.
+        :param timeout: seconds to wait for ``expect``.
+        """
+        import time
+
         prefix = f"grid-{run_id}-"
-        ids: list[str] = self.page.evaluate(
-            """prefix => [...document.querySelectorAll('a[id]')]
-                .map(a => a.id).filter(id => id.startsWith(prefix)).map(id => id.slice(prefix.length))""",
-            prefix,
-        )
-        return ids
+        deadline = time.monotonic() + timeout
+        while True:
+            ids: list[str] = self.page.evaluate(
+                """prefix => [...document.querySelectorAll('a[id]')]
+                    .map(a => a.id).filter(id => id.startsWith(prefix)).map(id => id.slice(prefix.length))""",
+                prefix,
+            )
+            if set(expect) <= set(ids) or time.monotonic() > deadline:
+                return ids
+            self.page.wait_for_timeout(500)
 
     def wait_for_run(self, dag_id: str, run_id: str, states: set[str], timeout: float = 600.0) -> str:
         """Open the run's page and wait until its header shows one of ``states`` (lower case); that state.

@@ -64,10 +64,13 @@ def test_trigger_form_param_and_the_grid_shows_success(stack: DemoStack, ui: Air
     assert result.status == 200, result
     assert result.request["conf"]["storage_root"] == lake
     assert result.request["conf"]["source_table"] == "sales"
+    # the form also unpauses the DAG, in a request of its own: leaving the page before it is sent
+    # leaves the DAG paused and the run queued (CI saw that)
+    stack.bed.wait_unpaused(DAG_ID)
 
     assert ui.wait_for_run(DAG_ID, result.run_id, {"success"}, timeout=1200) == "success"
-    shown = ui.grid_task_ids(result.run_id)
     tasks = {t["task_id"] for t in stack.bed.api("GET", f"/api/v2/dags/{DAG_ID}/tasks")["tasks"]}
+    shown = ui.grid_task_ids(result.run_id, expect=tasks)
     assert tasks <= set(shown), (sorted(tasks), shown)
     ui.page.screenshot(path=str(SHOTS / "ml_pipeline-run-success.png"))
 

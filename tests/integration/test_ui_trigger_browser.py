@@ -133,12 +133,7 @@ def test_trigger_form_with_defaults_creates_a_run_that_starts(bed: AirflowBed, u
     run = bed.api("GET", f"{runs_path(dag_id)}/{result.run_id}")
     assert run["run_type"] == "manual"
     assert run["conf"] == result.request["conf"]
-    # "Unpause on trigger": the form's unpause request is its own, and CI once saw the DAG still
-    # paused when the trigger's answer had arrived; so wait for it a little, not at once
-    deadline = time.monotonic() + 10
-    while bed.api("GET", f"/api/v2/dags/{dag_id}")["is_paused"] is not False:
-        assert time.monotonic() < deadline, f"the Trigger form left {dag_id} paused for 10 s"
-        time.sleep(0.2)
+    bed.wait_unpaused(dag_id)  # "Unpause on trigger": the form's own request, which may come later
 
     deadline = time.monotonic() + 90
     while (state := bed.api("GET", f"{runs_path(dag_id)}/{result.run_id}")["state"]) not in ("running", "success"):
