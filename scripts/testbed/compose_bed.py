@@ -84,8 +84,12 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def _engine() -> Any:
+    """A client of the local engine, started first if it is not running (a fresh machine's first call)."""
     import docker
 
+    from scripts.testbed import docker_bed
+
+    docker_bed.ensure_dockerd()
     return docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=120)
 
 
