@@ -43,6 +43,8 @@ class HdfsSuccessSensor(BaseSensorOperator):
 
     Markers sharing a parent directory are checked with one ``LISTSTATUS`` per poke (one
     ``GETFILESTATUS`` per marker when the user may traverse the directory but not list it).
+    Deferred, every wait in a triggerer on the same directory and connection settings shares
+    one such check per interval (see :mod:`airflow_ml_provider.triggers.shared_polls`).
 
     :param paths: templated; one path or a list. Each is a directory that receives ``marker``
         (e.g. one per country partition) or, with ``marker=None``, the marker file itself.

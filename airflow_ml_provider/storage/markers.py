@@ -154,66 +154,100 @@ def _head(items: Sequence[str], limit: int) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.datetime | None = None) -> MarkerReport:
-    """Check ``markers`` (absolute paths in ``backend``) in as few requests as possible.
+class DirectoryAnswer:
+    """What one check of one parent directory said about the markers asked for in it.
 
-    Markers sharing a parent directory are answered by one ``list_dir`` of that parent; a lone
-    marker by one ``stat``, and while it is missing one more ``stat`` of its parent (both file
-    systems answer "not found" for a path under a file). A marker that is a directory, or whose
-    parent is a file, raises :class:`StorageRefusedError` (it will never become a marker file).
-    When listing a parent is refused for lack of permission, its markers are asked for one by one
-    (a directory with mode ``711`` cannot be listed, yet its files can be read). Other errors from
-    the backend propagate unchanged.
+    :param infos: marker path -> its status, ``None`` when it does not exist.
+    :param refused: marker path -> the refusal of that marker alone (its parent could be traversed
+        but not listed, and asking for the marker itself was refused too).
+    :param requests: how many backend calls the check made.
+    """
+
+    __slots__ = ("infos", "refused", "requests")
+
+    def __init__(
+        self,
+        infos: dict[str, FileInfo | None],
+        refused: dict[str, StorageRefusedError] | None = None,
+        requests: int = 0,
+    ) -> None:
+        self.infos = infos
+        self.refused = dict(refused or {})
+        self.requests = requests
+
+
+def check_directory(
+    backend: MarkerLookup, parent: str, members: Sequence[str], *, check_parent: bool = True
+) -> DirectoryAnswer:
+    """Look up ``members`` (marker paths directly under ``parent``) in as few requests as possible.
+
+    One marker costs one ``stat``; several one ``list_dir`` of ``parent`` (one ``stat`` each if
+    listing is refused for lack of permission, each marker's own refusal kept in
+    :attr:`DirectoryAnswer.refused`). A lone missing marker also costs a ``stat`` of ``parent``
+    when ``check_parent``, to refuse a parent that is a file. Errors about the directory itself
+    (unreachable, refused, a file) raise: they hold for every marker in it.
 
     :param backend: the storage backend to ask.
-    :param markers: absolute marker paths.
-    :param newer_than: markers modified before this instant count as stale, not present.
+    :param parent: the markers' parent directory.
+    :param members: absolute marker paths, each directly under ``parent``.
+    :param check_parent: whether a lone missing marker's parent is checked for being a file (a
+        repeated check of the same directory may skip it: it was checked the first time).
     """
-    report = MarkerReport(bound=newer_than)
+    if len(members) == 1:
+        marker = members[0]
+        info = backend.stat(marker)
+        answer = DirectoryAnswer({marker: info}, requests=1)
+        if info is None and check_parent:
+            answer.requests += 1
+            _refuse_file_parent(backend, parent, backend.stat(parent))
+        return answer
+    try:
+        listing = backend.list_dir(parent)
+    except StorageRefusedError as e:
+        if not is_permission_denied(e):
+            raise
+    else:
+        return DirectoryAnswer({m: (listing or {}).get(posixpath.basename(m)) for m in members}, requests=1)
+    answer = DirectoryAnswer({}, requests=1 + len(members))
+    for marker in members:
+        try:
+            answer.infos[marker] = backend.stat(marker)
+        except StorageRefusedError as e:  # the real answer for this marker, not for the others
+            answer.refused[marker] = e
+    return answer
+
+
+def group_by_parent(markers: Iterable[str]) -> dict[str, list[str]]:
+    """Marker paths grouped by their parent directory (first-seen order, duplicates dropped)."""
     groups: dict[str, list[str]] = {}
     for marker in markers:
-        groups.setdefault(posixpath.dirname(marker), []).append(marker)
-    for parent, members in groups.items():
-        infos: dict[str, FileInfo | None]
-        if len(members) == 1:
-            infos = {members[0]: backend.stat(members[0])}
-            if infos[members[0]] is None:
-                report.requests += 1
-                _refuse_file_parent(backend, parent, backend.stat(parent))
-        else:
-            try:
-                listing = backend.list_dir(parent)
-            except StorageRefusedError as e:
-                if not is_permission_denied(e):
-                    raise
-                report.requests += 1
-                infos = {m: backend.stat(m) for m in members}  # a refusal here is the real answer
-                report.requests += len(members) - 1
-            else:
-                infos = {m: (listing or {}).get(posixpath.basename(m)) for m in members}
-        report.requests += 1
-        for marker, info in infos.items():
-            _classify(report, backend, marker, info, newer_than)
-    return report
+        members = groups.setdefault(posixpath.dirname(marker), [])
+        if marker not in members:
+            members.append(marker)
+    return groups
 
 
-def _refuse_file_parent(backend: MarkerLookup, parent: str, info: FileInfo | None) -> None:
-    if info is not None and info.kind == "FILE":
-        raise not_a_directory(parent, backend.describe())
-
-
-def _classify(
+def classify(
     report: MarkerReport,
-    backend: MarkerLookup,
+    describe: str,
     marker: str,
     info: FileInfo | None,
     newer_than: dt.datetime | None,
 ) -> None:
+    """Add ``marker`` with status ``info`` to ``report``: present, missing or stale.
+
+    :param report: the report to add to.
+    :param describe: the backend's name, for the message of a marker that is a directory.
+    :param marker: the marker path.
+    :param info: its status, ``None`` when it does not exist.
+    :param newer_than: markers modified before this instant are stale.
+    :raises StorageRefusedError: the marker is a directory (it can never signal completion).
+    """
     if info is None:
         report.missing.append(marker)
     elif info.kind == "DIRECTORY":
         raise StorageRefusedError(
-            f"Marker {marker!r} on the {backend.describe()} is a directory, not a file, so it can "
+            f"Marker {marker!r} on the {describe} is a directory, not a file, so it can "
             "never signal completion. Point the sensor at the directory that receives the marker "
             "file (paths=[...]) and name the file with marker='_SUCCESS'.",
             remote_exception="IsADirectory",
@@ -222,3 +256,33 @@ def _classify(
         report.stale[marker] = info.modification_time
     else:
         report.found[marker] = info.modification_time
+
+
+def check_markers(backend: MarkerLookup, markers: Sequence[str], newer_than: dt.datetime | None = None) -> MarkerReport:
+    """Check ``markers`` (absolute paths in ``backend``) in as few requests as possible.
+
+    Each parent directory is checked with :func:`check_directory`: markers sharing a parent cost
+    one ``list_dir`` together, a lone marker one ``stat`` (and, while missing, one ``stat`` of its
+    parent: both file systems answer "not found" for a path under a file). A marker that is a
+    directory, or whose parent is a file, raises :class:`StorageRefusedError` (it will never become
+    a marker file); so does a marker whose own lookup was refused. Other errors from the backend
+    propagate unchanged.
+
+    :param backend: the storage backend to ask.
+    :param markers: absolute marker paths.
+    :param newer_than: markers modified before this instant count as stale, not present.
+    """
+    report = MarkerReport(bound=newer_than)
+    for parent, members in group_by_parent(markers).items():
+        answer = check_directory(backend, parent, members)
+        report.requests += answer.requests
+        for marker in members:
+            if marker in answer.refused:
+                raise answer.refused[marker]
+            classify(report, backend.describe(), marker, answer.infos[marker], newer_than)
+    return report
+
+
+def _refuse_file_parent(backend: MarkerLookup, parent: str, info: FileInfo | None) -> None:
+    if info is not None and info.kind == "FILE":
+        raise not_a_directory(parent, backend.describe())

@@ -1,17 +1,20 @@
 """The deferrable sensor in a real Airflow (scheduler, triggerer, dag-processor, api-server)
 against a real HDFS: deferred while waiting, resumed with its XCom, refusals fail without
-retries even with soft_fail, timeouts skip with soft_fail, and a token never reaches the logs."""
+retries even with soft_fail, timeouts skip with soft_fail, a token never reaches the logs, and
+waits in the one triggerer share their NameNode checks (counted by a proxy)."""
 
 from __future__ import annotations
 
 import json
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from scripts.testbed.counting_proxy import CountingProxy
 from tests.conftest import TESTBED
 from tests.integration.conftest import admin_client, running_airflow
 
@@ -22,7 +25,7 @@ TOKEN = "tok-" + uuid.uuid4().hex  # a "delegation token" that must never be sho
 DAGS = textwrap.dedent(
     """
     import datetime as dt
-    from airflow.sdk import dag
+    from airflow.sdk import dag, task
     from airflow_ml_provider.sensors.hdfs import HdfsSuccessSensor
 
     def make(dag_id, **kw):
@@ -37,6 +40,17 @@ DAGS = textwrap.dedent(
     make("defer_timeout", timeout=4, soft_fail=True)
     make("defer_token", timeout=120, retries=1, hdfs_conn_id="hdfs_token")
 
+    @dag(dag_id="defer_shared", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False,
+         params={"markers": ["/none"]}, render_template_as_native_obj=True, max_active_tasks=64)
+    def _shared():
+        @task
+        def plan(**context):
+            return context["params"]["markers"]
+
+        HdfsSuccessSensor.partial(task_id="wait", marker=None, deferrable=True, poke_interval=2, timeout=300,
+                                  retries=1, hdfs_conn_id="hdfs_counted").expand(paths=plan())
+    _shared()
+
     @dag(dag_id="bad_marker", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False,
          params={"marker": "_SUCCESS"})
     def _bad_marker():
@@ -49,9 +63,19 @@ DAGS = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def bed(hdfs: Any) -> Iterator[Any]:
+def counted(hdfs: Any) -> Iterator[CountingProxy]:
+    """A request-counting proxy in front of the NameNode, for the ``hdfs_counted`` connection."""
+    with CountingProxy(hdfs.namenode_urls[0]) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def bed(hdfs: Any, counted: CountingProxy) -> Iterator[Any]:
     host = ",".join(u.removeprefix("http://") for u in hdfs.namenode_urls)
     env = {
+        "AIRFLOW_CONN_HDFS_COUNTED": json.dumps(
+            {"conn_type": "ml_hdfs", "host": counted.url.removeprefix("http://"), "login": "etl"}
+        ),
         "AIRFLOW_CONN_ML_HDFS_DEFAULT": json.dumps({"conn_type": "ml_hdfs", "host": host, "login": "etl"}),
         "AIRFLOW_CONN_HDFS_TOKEN": json.dumps(
             {"conn_type": "ml_hdfs", "host": host, "password": TOKEN, "extra": {"auth": "token"}}
@@ -131,3 +155,42 @@ def test_token_never_appears_in_logs_xcom_or_api(bed: Any, hdfs: Any, hdfs_dir: 
     assert TOKEN not in json.dumps(rendered)
     for path in (TESTBED / "airflow-deferrable" / "home").rglob("*.log"):
         assert TOKEN not in path.read_text(errors="replace"), path
+
+
+def test_waits_in_one_triggerer_share_one_check_per_directory(
+    bed: Any, hdfs: Any, hdfs_dir: str, counted: CountingProxy
+) -> None:
+    """12 mapped waits over 3 directories: 3 checks per interval in all, not 12; each wait gets its own XCom.
+
+    ``a`` and ``c`` hold four waits on the same ``_SUCCESS`` (one GETFILESTATUS per interval), ``b``
+    four waits on four different files (one LISTSTATUS per interval)."""
+    markers = [f"{hdfs_dir}/a/_SUCCESS"] * 4 + [f"{hdfs_dir}/b/part-{i}.done" for i in range(4)]
+    markers += [f"{hdfs_dir}/c/_SUCCESS"] * 4
+    client = admin_client(hdfs)
+    for d in ("a", "b", "c"):
+        client.makedirs(f"{hdfs_dir}/{d}")
+    bed.wait_for_dag("defer_shared")
+    run_id = bed.trigger("defer_shared", conf={"markers": [[m] for m in markers]})
+    for i in range(len(markers)):
+        bed.wait_deferred("defer_shared", run_id, "wait", map_index=i)
+    time.sleep(4)  # every wait has joined its directory's poll
+    counted.reset()
+    window = 20.0
+    time.sleep(window)
+    requests = [(op, path) for _, op, path in counted.requests]
+    intervals = window / 2
+    # 3 directories, one request each per 2 s interval (+1 for a check at either edge of the window);
+    # one poll per wait would be 12 per interval.
+    assert len(requests) <= 3 * (intervals + 1), requests
+    assert len(requests) >= 3 * (intervals - 1), requests
+    assert {op for op, _ in requests} == {"GETFILESTATUS", "LISTSTATUS"}
+    assert {p for op, p in requests if op == "LISTSTATUS"} == {f"/webhdfs/v1{hdfs_dir}/b"}
+    for m in sorted(set(markers)):
+        client.write(m, data=b"")
+    assert bed.wait_for_run("defer_shared", run_id, timeout=180) == "success"
+    for i, m in enumerate(markers):
+        entries = f"/api/v2/dags/defer_shared/dagRuns/{run_id}/taskInstances/wait/xcomEntries"
+        xcom = bed.api("GET", f"{entries}/return_value?map_index={i}")
+        value = xcom["value"]
+        got = json.loads(value) if isinstance(value, str) else value
+        assert [x["path"] for x in got] == [m]

@@ -33,6 +33,7 @@ def test_serialize_round_trips_exactly() -> None:
         newer_than="2026-11-23T08:00:00+00:00",
         poke_interval=7.5,
         deadline=1_800_000_000.25,
+        summary_interval=30.0,
     )
     path, kwargs = trigger.serialize()
     assert path == "airflow_ml_provider.triggers.hdfs.HdfsMarkersTrigger"
@@ -42,6 +43,7 @@ def test_serialize_round_trips_exactly() -> None:
         "newer_than": "2026-11-23T08:00:00+00:00",
         "poke_interval": 7.5,
         "deadline": 1_800_000_000.25,
+        "summary_interval": 30.0,
     }
     assert HdfsMarkersTrigger(**kwargs).serialize() == (path, kwargs)
 
