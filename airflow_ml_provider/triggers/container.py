@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
-    from airflow_ml_provider.backends.base import ContainerBackend, JobHandle
+    from airflow_ml_provider.backends.base import ContainerBackend, JobHandle, JobStatus
 
 
 class ContainerJobTrigger(BaseTrigger):
@@ -147,9 +147,8 @@ class ContainerJobTrigger(BaseTrigger):
         try:
             while True:
                 try:
-                    # Status first: if it says finished, the logs read next are complete.
-                    status = await asyncio.to_thread(backend.status, handle)
-                    raw, cursor = await asyncio.to_thread(backend.logs, handle, cursor)
+                    # One thread hop per poll for both calls (the triggerer may hold thousands).
+                    status, raw, cursor = await asyncio.to_thread(_poll, backend, handle, cursor)
                     lines = [clean(line) for line in raw]
                     errors = 0
                 except Exception as e:  # noqa: BLE001  # counted; max_errors in a row ends the wait
@@ -169,7 +168,7 @@ class ContainerJobTrigger(BaseTrigger):
                         return
                     await asyncio.sleep(self.poll_interval)
                     continue
-                for line in lines:
+                for line in lines:  # a job that printed nothing since the last poll costs no log line
                     self.log.info("%s", line)
                 tail.extend(lines)
                 if status.finished:
@@ -211,3 +210,10 @@ class ContainerJobTrigger(BaseTrigger):
             self.log.info("Stopped and removed %s", self.handle.get("key"))
         except Exception as e:  # noqa: BLE001  # on_kill must not raise; the failure is logged
             self.log.error("Could not stop job %s on kill: %s", self.handle.get("key"), e)
+
+
+def _poll(backend: ContainerBackend, handle: JobHandle, cursor: Any) -> tuple[JobStatus, list[str], Any]:
+    """Status, then the log lines after ``cursor``: if the status says finished, the lines are complete."""
+    status = backend.status(handle)
+    raw, cursor = backend.logs(handle, cursor)
+    return status, raw, cursor

@@ -150,3 +150,30 @@ def test_trigger_on_kill_cancels_the_job(monkeypatch: pytest.MonkeyPatch) -> Non
     asyncio.run(trigger.on_kill())
     assert fake.cancelled == ["k", "k"]
     assert fake.jobs == {}
+
+
+def test_a_job_that_prints_nothing_costs_no_log_line_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeBackend()
+    fake.script = [JobStatus(RUNNING)] * 50 + [JobStatus(FAILED, 1)]
+    fake.lines = []
+    handle = fake.submit(JobSpec(key="k", image="i"))
+    trigger = ContainerJobTrigger(conn_id="c", handle=handle.to_dict(), poll_interval=0.001)
+    lines: list[tuple[str, tuple[Any, ...]]] = []
+
+    class Log:
+        def __getattr__(self, level: str) -> Any:
+            return lambda msg, *args, **kwargs: lines.append((level, (msg, *args)))
+
+    trigger._log = Log()  # LoggingMixin keeps its logger here
+    polls: list[JobStatus] = []
+    status = fake.status
+
+    def counted(handle: Any) -> JobStatus:
+        polls.append(status(handle))
+        return polls[-1]
+
+    monkeypatch.setattr(fake, "status", counted)
+    events = _run_trigger(trigger, fake, monkeypatch)
+    assert [e["status"] for e in events] == ["finished"]
+    assert len(polls) == 51
+    assert lines == []
