@@ -198,6 +198,8 @@ class _MarkerWait:
 
     def deliver(self, poll: DirectoryPoll, outcome: PollOutcome) -> None:
         """Record ``poll``'s answer; wake the trigger only if the verdict changed or a summary is due."""
+        if not outcome.asked.issuperset(self.polls[poll]):
+            return  # a check that began before this wait joined: the next one asks for its markers
         self.latest[poll] = outcome
         if len(self.latest) < len(self.polls):
             return  # every directory answers once before the first verdict
@@ -213,7 +215,7 @@ class _MarkerWait:
         report = MarkerReport(bound=self.newer_than)
         unavailable: str | None = None
         for poll, markers in self.polls.items():
-            answer, error = self.latest[poll]
+            answer, error, _ = self.latest[poll]
             if error is not None:
                 if isinstance(error, StorageUnavailableError):
                     unavailable = unavailable or str(error)

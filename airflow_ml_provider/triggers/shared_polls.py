@@ -43,10 +43,13 @@ class PollOutcome(NamedTuple):
 
     :param answer: what the check found, when it ran to the end.
     :param error: the exception raised instead (unreachable, refused, a bug).
+    :param asked: the markers the check asked for: it says nothing about others (of a member that
+        joined while it ran; that member takes the next check's answer).
     """
 
     answer: DirectoryAnswer | None
     error: BaseException | None
+    asked: frozenset[str] = frozenset()
 
 
 class PollMember(Protocol):
@@ -134,7 +137,7 @@ class DirectoryPoll:
         loop = asyncio.get_running_loop()
         while self.members:
             started = loop.time()
-            markers = sorted({m for ms in self.members.values() for m in ms})
+            markers = frozenset(m for ms in self.members.values() for m in ms)
             outcome = await self._check(markers)
             for member in list(self.members):  # a member may leave while being told
                 if member in self.members:
@@ -150,18 +153,18 @@ class DirectoryPoll:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
 
-    async def _check(self, markers: list[str]) -> PollOutcome:
+    async def _check(self, markers: frozenset[str]) -> PollOutcome:
         try:
-            answer = await self.filesystem.check(self.parent, markers, not self._parent_checked)
+            answer = await self.filesystem.check(self.parent, sorted(markers), not self._parent_checked)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001  # each member decides what an error means for it
             self.checks += 1
-            return PollOutcome(None, e)
+            return PollOutcome(None, e, markers)
         self.checks += 1
         self.requests += answer.requests
         self._parent_checked = True  # a directory once seen is not re-checked for being a file
-        return PollOutcome(answer, None)
+        return PollOutcome(answer, None, markers)
 
 
 class PollRegistry:

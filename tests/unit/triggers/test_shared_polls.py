@@ -297,3 +297,28 @@ def test_a_member_with_a_shorter_interval_speeds_up_the_poll() -> None:
     listed = [p for op, p in backend.calls if op == "list"]
     assert listed
     assert set(listed) == {"/d"}
+
+
+def test_a_wait_joining_during_a_check_takes_the_next_answer_not_that_one(tmp_path: Path) -> None:
+    """The check in flight did not ask for the newcomer's marker: it must not read as "missing"."""
+    from airflow_ml_provider.storage.local import LocalStorage
+
+    class SlowDisk(LocalStorage):
+        def stat(self, path: str) -> FileInfo | None:
+            time.sleep(0.3)
+            return super().stat(path)
+
+    (tmp_path / "_B").write_text("")
+    log_b = RecordingLog()
+
+    async def go() -> dict[str, Any]:
+        registry().filesystems[("file",)] = FileSystem(SlowDisk(), inline=False)  # checks in a thread
+        a = asyncio.create_task(_first(_trigger([f"file://{tmp_path}/_A"], poke_interval=0.5)))
+        await asyncio.sleep(0.1)  # A's first check is in flight
+        event = await asyncio.wait_for(_first(_trigger([f"file://{tmp_path}/_B"], log=log_b, poke_interval=0.5)), 5)
+        a.cancel()
+        return event
+
+    event = _run(go)
+    assert event["status"] == "success"
+    assert log_b.lines == []  # never reported _B missing
