@@ -232,8 +232,8 @@ class _MarkerWait:
                     classify(report, poll.filesystem.describe, marker, answer.infos.get(marker), self.newer_than)
                 except StorageRefusedError as e:
                     return _Verdict("error", None, message=str(e))
-        if unavailable is not None:
-            return _Verdict("unavailable", ("unavailable", unavailable), message=unavailable)
+        if unavailable is not None:  # one signature for the whole outage, whichever request saw it
+            return _Verdict("unavailable", "unavailable", message=unavailable)
         signature = (
             tuple(sorted(report.found.items())),
             tuple(sorted(report.missing)),

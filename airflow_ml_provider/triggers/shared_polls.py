@@ -10,9 +10,14 @@ by a plain call (:meth:`PollMember.deliver`). A member wakes its own trigger onl
 it must act on happened, so a poll that finds nothing new costs a wait no task switch, no
 allocation of its own and no log line.
 
-Written by hand because nothing we depend on does it: Airflow runs each trigger's ``run()`` on its
-own and HdfsCLI sends each call it is given. ``asyncio`` provides the pieces (tasks, events,
-``to_thread``); this module only decides who shares what.
+Written by hand; ``asyncio`` provides the pieces (tasks, events, ``to_thread``) and this module
+only decides who shares what. HdfsCLI sends each call it is given. Airflow 3.3 added shared
+streams for :class:`~airflow.triggers.base.BaseEventTrigger` (``shared_stream_key``), made for
+event-driven scheduling; they do not fit here: one key per trigger (a wait on three directories
+would share only with waits on the same three), the producer sees one trigger's arguments (not
+the union of marker names, so it could not pick one ``GETFILESTATUS`` over a ``LISTSTATUS``), every
+raw event is queued to every subscriber (a task switch per wait per poll, which this module
+avoids), and we support Airflow 3.1 and 3.2 too.
 
 Sharing is safe because a poll's key holds everything that decides an answer: the backend's
 settings (NameNodes, user, authentication, TLS, proxy user: waits with other credentials never
@@ -36,6 +41,10 @@ if TYPE_CHECKING:
     from airflow_ml_provider.storage.base import Storage
 
 log = logging.getLogger(__name__)
+
+#: Checks of one remote file system in flight at once: requests' default connection pool size (10),
+#: below which the shared client never opens and discards extra connections.
+CONCURRENT_CHECKS = 8
 
 
 class PollOutcome(NamedTuple):
@@ -74,12 +83,15 @@ class FileSystem:
         self.storage = storage
         self.inline = inline
         self.describe = storage.describe()
+        # One client serves every check; no more of them at once than its connection pool holds.
+        self._slots = asyncio.Semaphore(CONCURRENT_CHECKS)
 
     async def check(self, parent: str, markers: list[str], check_parent: bool) -> DirectoryAnswer:
         """Check ``markers`` under ``parent`` (see :func:`check_directory`)."""
         if self.inline:
             return check_directory(self.storage, parent, markers, check_parent=check_parent)
-        return await asyncio.to_thread(check_directory, self.storage, parent, markers, check_parent=check_parent)
+        async with self._slots:
+            return await asyncio.to_thread(check_directory, self.storage, parent, markers, check_parent=check_parent)
 
 
 class DirectoryPoll:
