@@ -168,7 +168,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "sensors": [{"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.sensors.hdfs"]}],
         "triggers": [
-            {"integration-name": "HDFS (WebHDFS)", "python-modules": ["airflow_ml_provider.triggers.hdfs"]},
+            {
+                "integration-name": "HDFS (WebHDFS)",
+                "python-modules": ["airflow_ml_provider.triggers.hdfs", "airflow_ml_provider.triggers.shared_polls"],
+            },
             {"integration-name": "Container jobs", "python-modules": ["airflow_ml_provider.triggers.container"]},
         ],
         "connection-types": [
