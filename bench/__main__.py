@@ -25,6 +25,7 @@ from bench import (
     slot_seconds,
     spark_predict,
     spark_train,
+    triggerer_scale,
 )
 from bench.common import Row, table
 from scripts.testbed import TESTBED
@@ -45,6 +46,9 @@ def main() -> int:
         rows += requests_per_poke.run(cluster)
         print(table(rows[-1:]), flush=True)
         rows += slot_seconds.run(cluster, base / "airflow")
+        scale_rows = triggerer_scale.run(cluster, base / "triggerer")  # three Airflow beds, one at a time
+        rows += scale_rows
+        print(table(scale_rows), flush=True)
     finally:
         cluster.stop()
     # Docker benchmarks after the HDFS cluster is gone: its JVMs would compete for the CPUs.
