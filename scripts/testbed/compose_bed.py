@@ -247,7 +247,12 @@ class Stack:
 
     def up(self, workers: int = 1, timeout: float = 900) -> None:
         """``up -d`` without building, with ``workers`` Celery workers (1.29 waits for the depends_on conditions)."""
-        self.compose("up", "-d", "--no-build", "--scale", f"airflow-worker={workers}", timeout=timeout)
+        try:
+            self.compose("up", "-d", "--no-build", "--scale", f"airflow-worker={workers}", timeout=timeout)
+        except ComposeBedError as e:  # 1.29 names a failed dependency only by container id: name them all
+            status = self.status()
+            bad = [n for n, s in status.items() if s == "unhealthy" or (s.startswith("exited(") and s != "exited(0)")]
+            raise ComposeBedError(f"{e}\ncontainer states: {status}\n{self.logs_tail(bad)}") from e
 
     def containers(self) -> list[Any]:
         """The project's containers (docker SDK objects, with fresh attributes)."""
