@@ -118,7 +118,7 @@ def _scheduled(stack: Any, conf: dict[str, Any]) -> dict[str, Any]:
     seconds the four Airflow components' main processes used meanwhile (not the task processes)."""
     from scripts.testbed.demo_stack import DAG_ID, task_times, watch_run
 
-    components = [proc.pid for proc in stack.bed._procs.values()]
+    components = list(stack.bed.component_pids().values())
     cpu = _cpu_seconds(components)
     started = time.monotonic()
     run_id = stack.trigger(conf)

@@ -137,7 +137,7 @@ def _wait_for(bed: Any, states: _States, what: str, done: Any, timeout: float) -
         if bad or time.monotonic() - started > timeout:
             why = f"tasks ended {bad}" if bad else f"timed out after {timeout:.0f} s"
             raise AirflowBedError(f"waiting for {what}: {why}; states {counts}\n{bed.logs_tail(60)}")
-        bed._check_alive()
+        bed.check_alive()
         time.sleep(0.5)
 
 
@@ -241,7 +241,7 @@ def run_variant(variant: str, workdir: Path, sizes: list[int], cluster: Any = No
                 # steady state: every trigger picked up, and one poke interval for all to have polled
                 _wait_for(bed, states, f"{hi} triggers assigned", lambda _c, n=hi: states.assigned_triggers() == n, 60)
                 time.sleep(POKE_INTERVAL + 2)
-                root_pid = bed._procs["triggerer"].pid
+                root_pid = bed.component_pids()["triggerer"]
                 logs0, before = _log_bytes(bed), sample_tree(root_pid)
                 if proxy is not None:
                     proxy.reset()
@@ -249,7 +249,7 @@ def run_variant(variant: str, workdir: Path, sizes: list[int], cluster: Any = No
                 time.sleep(WINDOW)
                 after, logs1 = sample_tree(root_pid), _log_bytes(bed)
                 seconds = time.monotonic() - t0
-                bed._check_alive()
+                bed.check_alive()
                 step = Step(
                     n=hi,
                     defer_seconds=defer_s,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from airflow_ml_provider.storage.paths import StoragePath
-    from airflow_ml_provider.triggers.shared_polls import DirectoryPoll, FileSystem, PollOutcome
+    from airflow_ml_provider.triggers.shared_polls import DirectoryPoll, FileSystem, PollOutcome, PollRegistry
 
 #: Seconds between "still waiting" lines while nothing changes.
 DEFAULT_SUMMARY_INTERVAL = 600.0
@@ -164,22 +164,24 @@ class _MarkerWait:
         from airflow_ml_provider.triggers.shared_polls import registry
 
         reg = registry()
-        for key, fs, paths in [await self._filesystem(reg, local, locations, hdfs_conn_id) for local in (True, False)]:
+        for local in (True, False):
+            paths = [loc.path for loc in locations if loc.local == local]
+            if not paths:
+                continue
+            key, fs = await self._filesystem(reg, local, hdfs_conn_id)
             for parent, members in group_by_parent(paths).items():
                 members_t = tuple(members)
                 self.polls[reg.join(key, fs, parent, self, members_t)] = members_t
 
     @staticmethod
-    async def _filesystem(
-        reg: Any, local: bool, locations: list[StoragePath], hdfs_conn_id: str
-    ) -> tuple[Hashable, FileSystem, list[str]]:
+    async def _filesystem(reg: PollRegistry, local: bool, hdfs_conn_id: str) -> tuple[Hashable, FileSystem]:
+        """The registry's file system for local markers or for ``hdfs_conn_id``'s settings (built if new)."""
         from airflow_ml_provider.storage.local import LocalStorage
         from airflow_ml_provider.triggers.shared_polls import FileSystem
 
-        paths = [loc.path for loc in locations if loc.local == local]
-        if local or not paths:
+        if local:
             key: Hashable = ("file",)
-            return key, reg.filesystem(key) or FileSystem(LocalStorage(), inline=True), paths
+            return key, reg.filesystem(key) or FileSystem(LocalStorage(), inline=True)
         hook = await HdfsHook.async_from_conn_id(hdfs_conn_id)
         config = hook.config
         key = ("ml_hdfs", config._replace(conn_id=""))  # equal settings share, whatever the conn id
@@ -187,7 +189,7 @@ class _MarkerWait:
         if fs is None:  # the client is built once per file system, off the event loop
             storage = await asyncio.to_thread(lambda: hook.storage)
             fs = FileSystem(storage, inline=config.local_root is not None)
-        return key, fs, paths
+        return key, fs
 
     def leave(self) -> None:
         """Leave every poll (the last member out stops it)."""

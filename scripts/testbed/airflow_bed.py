@@ -390,7 +390,12 @@ class AirflowBed:
             start_new_session=True,
         )
 
-    def _check_alive(self) -> None:
+    def component_pids(self) -> dict[str, int]:
+        """The pid of each started component (``scheduler``, ``triggerer``, ...), for measurements."""
+        return {name: proc.pid for name, proc in self._procs.items()}
+
+    def check_alive(self) -> None:
+        """Raise :class:`AirflowBedError` with the logs' tail if a component has exited."""
         for name, proc in self._procs.items():
             if proc.poll() is not None:
                 raise AirflowBedError(f"component {name} exited with {proc.returncode}\n{self.logs_tail(60)}")
@@ -418,7 +423,7 @@ class AirflowBed:
         """Wait for all components to report healthy; run ``before`` once the api-server answers."""
         last: object = None
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             try:
                 last = self.health()
                 if before is not None:
@@ -578,7 +583,7 @@ class AirflowBed:
         """Wait until the dag-processor has parsed ``dag_id``; fail with the import errors otherwise."""
         deadline = time.monotonic() + timeout
         while True:
-            self._check_alive()
+            self.check_alive()
             status, body = self._request("GET", f"/api/v2/dags/{self._q(dag_id)}")
             if status == 200:
                 return
@@ -686,7 +691,7 @@ class AirflowBed:
                     f"{dag_id}/{run_id}/{task_id}: waiting for {sorted(states)}, {why}; "
                     f"history (s, state): {history}\n{self.logs_tail()}"
                 )
-            self._check_alive()
+            self.check_alive()
             time.sleep(0.25)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
@@ -705,7 +710,7 @@ class AirflowBed:
                     f"run {dag_id}/{run_id} not finished after {timeout}s; history: {history}; "
                     f"tasks: {self.task_states(dag_id, run_id)}\n{self.logs_tail()}"
                 )
-            self._check_alive()
+            self.check_alive()
             time.sleep(0.25)
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
