@@ -178,6 +178,17 @@ def layout(base: str, n_dirs: int, per_dir: int) -> tuple[dict[str, list[str]], 
     return waits, expect
 
 
+def prepared_layout(
+    cluster: Any, base: str, n_dirs: int, per_dir: int
+) -> tuple[Any, dict[str, list[str]], dict[str, tuple[str, str]]]:
+    """:func:`layout` with its directories made on ``cluster``; returns the admin client too."""
+    client = admin_client(cluster)
+    wanted, expect = layout(base, n_dirs, per_dir)
+    for d in expect:
+        client.makedirs(d, permission="755")
+    return client, wanted, expect
+
+
 def interval_for(i: int, per_dir: int) -> float:
     """The last wait of each directory has the smallest interval: the shared poll must follow it."""
     return POKE if i == per_dir - 1 else (1.0, 2.0)[i % 2]

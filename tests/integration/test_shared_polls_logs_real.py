@@ -30,6 +30,7 @@ from tests.integration.shared_polls_support import (
     layout,
     new_trigger,
     polls,
+    prepared_layout,
     put_marker,
     run,
     sharing_problems,
@@ -45,10 +46,7 @@ def test_quiet_polls_log_nothing_and_a_change_logs_once_per_wait(
     hdfs: Any, base: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     set_hdfs_conn(monkeypatch, "hdfs_quiet", hdfs.namenode_urls)
-    client = admin_client(hdfs)
-    wanted, expect = layout(base, 6, 20)  # 120 waits, 3 single-name and 3 multi-name directories
-    for d in expect:
-        client.makedirs(d, permission="755")
+    client, wanted, expect = prepared_layout(hdfs, base, 6, 20)  # 120 waits, 3 single-name and 3 multi-name directories
     changed = [k for k, v in wanted.items() if f"{base}/d01/_A" in v and len(v) > 1]
     done = [k for k, v in wanted.items() if v == [f"{base}/d01/_A"]]
 
@@ -134,10 +132,7 @@ def test_cancelled_waits_stop_their_polls_and_the_interval_follows_the_remaining
     hdfs: Any, base: str, proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     set_hdfs_conn(monkeypatch, "hdfs_cancel", [proxy.url])
-    client = admin_client(hdfs)
-    wanted, expect = layout(base, 2, 10)
-    for d in expect:
-        client.makedirs(d, permission="755")
+    client, wanted, expect = prepared_layout(hdfs, base, 2, 10)
     d0, d1 = sorted(expect)
 
     async def scenario() -> None:

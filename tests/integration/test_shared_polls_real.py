@@ -24,10 +24,10 @@ from tests.integration.shared_polls_support import (
     blocking,
     expected_xcom,
     interval_for,
-    layout,
     mtime,
     new_trigger,
     polls,
+    prepared_layout,
     put_marker,
     run,
     sharing_problems,
@@ -44,10 +44,7 @@ def test_1000_waits_over_50_directories_cost_one_request_per_directory_and_inter
     hdfs: Any, base: str, proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     set_hdfs_conn(monkeypatch, "hdfs_shared", [proxy.url])
-    client = admin_client(hdfs)
-    wanted, expect = layout(base, 50, 20)
-    for d in expect:
-        client.makedirs(d, permission="755")
+    client, wanted, expect = prepared_layout(hdfs, base, 50, 20)
 
     async def scenario() -> None:
         waits = Waits()
@@ -168,11 +165,8 @@ def test_failover_and_all_standby_during_shared_polls_fail_no_wait(ha: Any, monk
     wait and costs at most one retry per directory; with both NameNodes in standby the waits keep
     waiting (new ones with a short deadline time out with the last error); once one NameNode is
     active again, writing the markers ends every wait with success."""
-    client = admin_client(ha)
     base = f"/ha/{uuid.uuid4().hex[:10]}"
-    wanted, expect = layout(base, 10, 20)
-    for d in expect:
-        client.makedirs(d, permission="755")
+    client, wanted, expect = prepared_layout(ha, base, 10, 20)
     with CountingProxy(ha.url_of("nn1")) as p1, CountingProxy(ha.url_of("nn2")) as p2:
         set_hdfs_conn(monkeypatch, "hdfs_ha_shared", [p1.url, p2.url], timeout=2)
         proxies, dirs = [p1, p2], set(expect)
