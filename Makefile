@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: test unit integration lint system venv bench clean-testbed demo demo-markdown images compose-up compose-down
 
 test: system venv lint
-	$(PY) -m scripts.pytest_lanes $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
