@@ -772,8 +772,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         while not stop.wait(1):
-            if any(p.poll() is not None for p in bed._procs.values()):
-                print(bed.logs_tail(), file=sys.stderr)
+            try:
+                bed.check_alive()
+            except AirflowBedError as e:  # a component exited: its name, exit code and the logs' tail
+                print(e, file=sys.stderr)
                 return 1
     finally:
         bed.stop()
